@@ -1,0 +1,136 @@
+"""The Flask app: routes, request validation, metrics. No logic of its own.
+
+Each view parses JSON, checks it against the hook's request schema, calls a
+pure hook function and serialises the answer. Bad input is a 400 with
+``{"error": ...}``; an unexpected exception is still answered (500) but is a
+bug, and the tests drive every route with malformed bodies to keep it so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from hooks import catalogsource, model, schemas, token, webhook, workload
+from hooks.errors import HookInputError
+from lib.config import Config
+
+log = logging.getLogger("ai-models.hooks")
+
+Handler = Callable[[dict[str, Any], Config], dict[str, Any]]
+
+REQUESTS = Counter("ai_models_hook_requests_total", "Hook requests", ["hook", "code"])
+LATENCY = Histogram(
+    "ai_models_hook_latency_seconds",
+    "Hook latency",
+    ["hook"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
+# path -> (request schema, handler)
+HOOKS: dict[str, tuple[dict[str, Any], Handler]] = {
+    "/hooks/model/sync": (schemas.COMPOSITE_SYNC, model.model_sync),
+    "/hooks/model/finalize": (schemas.COMPOSITE_SYNC, model.model_finalize),
+    "/hooks/model/customize": (schemas.COMPOSITE_CUSTOMIZE, model.model_customize),
+    "/hooks/clustermodel/sync": (schemas.COMPOSITE_SYNC, model.clustermodel_sync),
+    "/hooks/clustermodel/finalize": (schemas.COMPOSITE_SYNC, model.clustermodel_finalize),
+    "/hooks/clustermodel/customize": (schemas.COMPOSITE_CUSTOMIZE, model.clustermodel_customize),
+    "/hooks/modelcatalogsource/sync": (schemas.COMPOSITE_SYNC, catalogsource.sync),
+    "/hooks/modelcatalogsource/customize": (schemas.COMPOSITE_CUSTOMIZE, catalogsource.customize),
+    "/hooks/workload/sync": (schemas.DECORATOR_SYNC, workload.sync),
+    "/hooks/workload/finalize": (schemas.DECORATOR_SYNC, workload.finalize),
+    "/hooks/workload/customize": (schemas.DECORATOR_CUSTOMIZE, workload.customize),
+    "/webhooks/workload/mutate": (schemas.ADMISSION_REVIEW, webhook.mutate),
+}
+
+_VALIDATORS = {
+    path: jsonschema.Draft202012Validator(schema) for path, (schema, _) in HOOKS.items()
+}
+
+
+def _json(body: Any, code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(json.dumps(body, sort_keys=True), status=code, mimetype="application/json")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+    return f"invalid request at {where}: {err.message}"
+
+
+def create_app(config: Config | None = None) -> Flask:
+    cfg = config or Config.from_env()
+    app = Flask("ai-models-hooks")
+    app.config["AI_MODELS"] = cfg
+
+    def handle(path: str) -> Response:
+        _, handler = HOOKS[path]
+        started = time.perf_counter()
+        code = 200
+        try:
+            body = request.get_json(force=True, silent=True)
+            if body is None:
+                code = 400
+                return _json({"error": "request body must be a JSON object"}, 400)
+            errors = sorted(_VALIDATORS[path].iter_errors(body), key=lambda e: list(e.path))
+            if errors:
+                code = 400
+                return _json({"error": _describe(errors[0])}, 400)
+            return _json(handler(body, cfg))
+        except HookInputError as e:
+            code = 400
+            return _json({"error": str(e)}, 400)
+        except Exception:  # a bug: log it, answer without leaking internals
+            code = 500
+            log.exception("hook %s failed", path)
+            return _json({"error": "internal error"}, 500)
+        finally:
+            REQUESTS.labels(path, str(code)).inc()
+            LATENCY.labels(path).observe(time.perf_counter() - started)
+
+    for path in HOOKS:
+        app.add_url_rule(path, path, lambda p=path: handle(p), methods=["POST"])
+
+    @app.get("/registry/token")
+    def registry_token() -> Response:
+        started = time.perf_counter()
+        code, body, headers = token.issue(
+            authorization=request.headers.get("Authorization"),
+            service=request.args.get("service"),
+            scopes=request.args.getlist("scope"),
+            config=cfg,
+            now=time.time(),
+        )
+        REQUESTS.labels("/registry/token", str(code)).inc()
+        LATENCY.labels("/registry/token").observe(time.perf_counter() - started)
+        return _json(body, code, headers)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.errorhandler(404)
+    def not_found(_: Exception) -> Response:
+        return _json({"error": f"no such route: {request.path}"}, 404)
+
+    @app.errorhandler(405)
+    def bad_method(_: Exception) -> Response:
+        return _json({"error": f"method {request.method} not allowed on {request.path}"}, 405)
+
+    return app
+
+
+app = create_app()

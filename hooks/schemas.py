@@ -1,0 +1,102 @@
+"""JSON Schemas of Metacontroller's v2 hook requests and of AdmissionReview.
+
+They check the envelope a hook relies on (required keys and their types), not
+every field of the embedded Kubernetes objects: Metacontroller sends the
+objects as the API server returns them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_OBJECT = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata"],
+    "properties": {
+        "apiVersion": {"type": "string", "minLength": 1},
+        "kind": {"type": "string", "minLength": 1},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "namespace": {"type": "string"},
+                "uid": {"type": "string"},
+                "generation": {"type": "integer"},
+                "labels": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                "annotations": {
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+# {"Kind.apiVersion": {"namespace/name": object}}
+_OBJECT_MAP = {
+    "type": ["object", "null"],
+    "additionalProperties": {"type": ["object", "null"], "additionalProperties": _OBJECT},
+}
+
+_CONTROLLER = {"type": "object"}
+
+COMPOSITE_SYNC: dict[str, Any] = {
+    "type": "object",
+    "required": ["controller", "parent"],
+    "properties": {
+        "controller": _CONTROLLER,
+        "parent": _OBJECT,
+        "children": _OBJECT_MAP,
+        "related": _OBJECT_MAP,
+        "finalizing": {"type": "boolean"},
+    },
+}
+
+COMPOSITE_CUSTOMIZE: dict[str, Any] = {
+    "type": "object",
+    "required": ["controller", "parent"],
+    "properties": {"controller": _CONTROLLER, "parent": _OBJECT},
+}
+
+DECORATOR_SYNC: dict[str, Any] = {
+    "type": "object",
+    "required": ["controller", "object"],
+    "properties": {
+        "controller": _CONTROLLER,
+        "object": _OBJECT,
+        "attachments": _OBJECT_MAP,
+        "related": _OBJECT_MAP,
+        "finalizing": {"type": "boolean"},
+    },
+}
+
+DECORATOR_CUSTOMIZE: dict[str, Any] = {
+    "type": "object",
+    "required": ["controller"],
+    "properties": {
+        "controller": _CONTROLLER,
+        "parent": _OBJECT,
+        "object": _OBJECT,
+    },
+    "anyOf": [{"required": ["parent"]}, {"required": ["object"]}],
+}
+
+ADMISSION_REVIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "request"],
+    "properties": {
+        "apiVersion": {"const": "admission.k8s.io/v1"},
+        "kind": {"const": "AdmissionReview"},
+        "request": {
+            "type": "object",
+            "required": ["uid", "operation"],
+            "properties": {
+                "uid": {"type": "string", "minLength": 1},
+                "operation": {"type": "string"},
+                "object": {"type": ["object", "null"]},
+                "oldObject": {"type": ["object", "null"]},
+            },
+        },
+    },
+}

@@ -1,0 +1,88 @@
+"""Argument parsing for ``python -m jobs``; the command lines are pinned in DESIGN.md."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+DEFAULT_RESULT = "/dev/termination-log"
+
+
+def _registry_opts(p: argparse.ArgumentParser, *, destination: bool) -> None:
+    if destination:
+        p.add_argument("--registry-auth-file", help="Docker config JSON for the destination (DMCR)")
+        p.add_argument("--registry-ca-file", help="PEM CA bundle for the destination (DMCR)")
+    p.add_argument(
+        "--insecure-registry", action="store_true", help="allow plain HTTP to the registry"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m jobs", description="ai-models worker")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("publish", help="publish a model from a source into DMCR")
+    p.add_argument("--source", required=True, help="HF/Ollama URL, local path, or oci://REG/REPO@DIGEST")
+    p.add_argument("--destination", required=True, help="REGISTRY/REPOSITORY in DMCR")
+    p.add_argument("--auth-file", help="source credentials (HF token file or Docker config JSON)")
+    p.add_argument("--ca-file", help="PEM CA bundle for the source")
+    _registry_opts(p, destination=True)
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.publish")
+
+    p = sub.add_parser("upload-server", help="receive one upload and publish it")
+    p.add_argument("--destination", required=True)
+    p.add_argument("--listen", required=True, help="HOST:PORT")
+    p.add_argument("--token-file", required=True)
+    _registry_opts(p, destination=True)
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.add_argument("--scratch-dir", default="/tmp/upload", help="spool directory (zip only)")
+    p.add_argument("--expires-at", default="", help="RFC 3339 time the session ends")
+    p.add_argument("--max-spool-bytes", type=int, default=64 << 30)
+    p.set_defaults(module="jobs.upload_server")
+
+    p = sub.add_parser("materialize", help="pull an artifact's files into a directory")
+    p.add_argument("--artifact", required=True, help="REGISTRY/REPOSITORY@DIGEST")
+    p.add_argument("--into", required=True)
+    p.add_argument("--auth-file")
+    p.add_argument("--ca-file")
+    _registry_opts(p, destination=False)
+    p.set_defaults(module="jobs.materialize")
+
+    p = sub.add_parser("cleanup", help="delete a published artifact")
+    p.add_argument("--artifact", required=True, help="REGISTRY/REPOSITORY@DIGEST")
+    p.add_argument("--auth-file")
+    p.add_argument("--ca-file")
+    _registry_opts(p, destination=False)
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.cleanup")
+
+    p = sub.add_parser("catalog-probe", help="read an external catalog index")
+    p.add_argument("--catalog", required=True, help="REGISTRY/REPOSITORY:TAG")
+    p.add_argument("--auth-file")
+    p.add_argument("--ca-file")
+    _registry_opts(p, destination=False)
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.catalog_probe")
+
+    p = sub.add_parser("catalog-export", help="publish a catalog index")
+    p.add_argument("--destination", required=True, help="REGISTRY/REPOSITORY:TAG")
+    p.add_argument("--model", action="append", required=True, help="NAME=REGISTRY/REPOSITORY@DIGEST")
+    p.add_argument("--auth-file")
+    p.add_argument("--ca-file")
+    _registry_opts(p, destination=False)
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.catalog_export")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    module = importlib.import_module(args.module)
+    return int(module.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""API vocabulary: phases, reasons, wire shapes and naming rules."""
