@@ -1,19 +1,167 @@
-"""Workload DecoratorController hooks (filled in by the workload delivery issue)."""
+"""Workload DecoratorController hooks: resolve the models a workload names.
+
+A decorator may write only labels, annotations, status and attachments
+(Metacontroller forbids spec changes), so ``sync`` writes the *resolution* (or
+the reason there is none) as annotations on the workload and attaches the
+workload's pull credential Secret; the mutating webhook (``hooks.webhook``)
+turns those annotations into the pod template. Status is left alone: a
+Deployment's status belongs to its own controller.
+
+ClusterModel changes do not wake a namespaced workload up in Metacontroller
+(its names rules match related objects by the parent's namespace), so sync asks
+for a periodic resync while a ClusterModel is involved or delivery is blocked.
+"""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
+from hooks.errors import HookInputError
+from lib import credentials, delivery
+from lib.api.types import API_VERSION
 from lib.config import Config
+from lib.delivery import Blocked, ModelKind, ModelRef
+
+# Blocked (waiting for a model to become Ready / to appear): look again soon.
+RESYNC_BLOCKED_SECONDS = 30
+# A ClusterModel may be republished without notifying us: look again now and then.
+RESYNC_CLUSTERMODEL_SECONDS = 120
+
+SECRET_TYPE = "kubernetes.io/dockerconfigjson"
+LABELS = {"app.kubernetes.io/managed-by": "ai-models", "app.kubernetes.io/component": "model-pull"}
 
 
-def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
-    return {"attachments": []}
+def _target(req: Mapping[str, Any]) -> dict[str, Any]:
+    obj = req.get("object") or req.get("parent")
+    if not isinstance(obj, dict):
+        raise HookInputError("request has no object")
+    return obj
 
 
-def finalize(req: dict[str, Any], config: Config) -> dict[str, Any]:
-    return {"attachments": [], "finalized": True}
+def _namespace(obj: Mapping[str, Any]) -> str:
+    ns = (obj.get("metadata") or {}).get("namespace")
+    if not ns:
+        raise HookInputError(f"{obj.get('kind')} {obj['metadata']['name']!r} has no namespace")
+    return str(ns)
 
 
 def customize(req: dict[str, Any], config: Config) -> dict[str, Any]:
-    return {"relatedResources": []}
+    """Relate the named Models (same namespace) and ClusterModels.
+
+    Only valid names are asked for; sync reports the invalid ones. Metacontroller
+    caches this answer per generation: the webhook's pod-template annotation
+    moves the generation whenever the requested names change.
+    """
+    obj = _target(req)
+    refs, _ = delivery.requested((obj.get("metadata") or {}).get("annotations"))
+    valid = [r for r in refs if delivery.valid_name(r.name)]
+    rules: list[dict[str, Any]] = []
+    models = sorted({r.name for r in valid if r.kind == ModelKind.MODEL})
+    cluster = sorted({r.name for r in valid if r.kind == ModelKind.CLUSTER_MODEL})
+    if models:
+        rules.append(
+            {"apiVersion": API_VERSION, "resource": "models", "namespace": _namespace(obj), "names": models}
+        )
+    if cluster:
+        rules.append({"apiVersion": API_VERSION, "resource": "clustermodels", "names": cluster})
+    return {"relatedResources": rules}
+
+
+def _lookup(related: Mapping[str, Any] | None, namespace: str) -> Any:
+    """ref → the related object, whatever the map's key style (v1 ``name`` or v2 ``ns/name``)."""
+    index: dict[ModelRef, dict[str, Any]] = {}
+    for group in (related or {}).values():
+        for obj in (group or {}).values():
+            if not isinstance(obj, dict) or str(obj.get("apiVersion", "")).split("/")[0] != "ai.deckhouse.io":
+                continue
+            meta = obj.get("metadata") or {}
+            kind = obj.get("kind")
+            if kind == ModelKind.MODEL and meta.get("namespace") == namespace:
+                index[ModelRef(ModelKind.MODEL, meta.get("name", ""))] = obj
+            elif kind == ModelKind.CLUSTER_MODEL:
+                index[ModelRef(ModelKind.CLUSTER_MODEL, meta.get("name", ""))] = obj
+    return index.get
+
+
+def pull_secret(
+    obj: Mapping[str, Any], models: list[delivery.ResolvedModel], config: Config
+) -> dict[str, Any]:
+    """The workload's ``kubernetes.io/dockerconfigjson`` Secret: pull of exactly its models' repositories."""
+    user, password = credentials.pull_credential(config.signing_key, [m.repository for m in models])
+    config_json = credentials.dockerconfigjson(config.registry, user, password)
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": delivery.pull_secret_name(str(obj.get("kind", "")), meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": dict(LABELS),
+        },
+        "type": SECRET_TYPE,
+        # data, not stringData: the API server stores data, so a re-apply compares equal.
+        "data": {".dockerconfigjson": base64.b64encode(config_json.encode()).decode()},
+    }
+
+
+def _observed_secret(req: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any] | None:
+    """The attached pull Secret as desired state (kept while blocked: pods of the old revision need it)."""
+    for group in (req.get("attachments") or {}).values():
+        for obj in (group or {}).values():
+            obj = obj or {}
+            meta = obj.get("metadata") or {}
+            if obj.get("kind") == "Secret" and (meta.get("name"), meta.get("namespace")) == (name, namespace):
+                return {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
+                    "type": obj.get("type", SECRET_TYPE),
+                    "data": dict(obj.get("data") or {}),
+                }
+    return None
+
+
+def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
+    obj = _target(req)
+    namespace = _namespace(obj)
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    refs, blocked = delivery.requested(annotations)
+    if not refs:
+        return {
+            "annotations": {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: None},
+            "attachments": [],
+        }
+    result: list[delivery.ResolvedModel] | Blocked = (
+        blocked if blocked is not None else delivery.resolve(refs, _lookup(req.get("related"), namespace))
+    )
+    if isinstance(result, Blocked):
+        name = delivery.pull_secret_name(str(obj.get("kind", "")), obj["metadata"]["name"])
+        kept = _observed_secret(req, name, namespace)
+        written = {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: result.encode()}
+        return {
+            "annotations": written,
+            "attachments": [kept] if kept else [],
+            "resyncAfterSeconds": RESYNC_BLOCKED_SECONDS,
+        }
+    response: dict[str, Any] = {
+        "annotations": {
+            delivery.ANNOTATION_RESOLUTION: delivery.encode_resolution(result),
+            delivery.ANNOTATION_BLOCKED: None,
+        },
+        "attachments": [pull_secret(obj, result, config)],
+    }
+    if any(m.kind == ModelKind.CLUSTER_MODEL for m in result):
+        response["resyncAfterSeconds"] = RESYNC_CLUSTERMODEL_SECONDS
+    return response
+
+
+def finalize(req: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Remove what sync wrote; the webhook strips the injection once the annotations are gone."""
+    _target(req)
+    return {
+        "annotations": {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: None},
+        "attachments": [],
+        "finalized": True,
+    }

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     UPLOAD_EXPIRED = "UploadExpired"
     UPLOAD_REJECTED = "UploadRejected"
     SOURCE_UNAVAILABLE = "SourceUnavailable"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
     WORKER_FAILED = "WorkerFailed"
     CLEANUP_FAILED = "CleanupFailed"
     DELETING = "Deleting"
@@ -74,6 +75,7 @@ class Reason(StrEnum):
 TRANSIENT_REASONS = frozenset(
     {
         Reason.SOURCE_UNAVAILABLE,
+        Reason.REGISTRY_UNAVAILABLE,
         Reason.INSUFFICIENT_STORAGE,
         Reason.WORKER_FAILED,
         Reason.CATALOG_AUTH_FAILED,

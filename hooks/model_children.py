@@ -1,0 +1,538 @@
+"""Builders of the Model controllers' children: Jobs, Secrets, RBAC, Service, Ingress.
+
+Pure functions of the parent (``ModelRef``), the config and a few counters.
+Every object is complete and deterministic, because Metacontroller applies it
+with a three-way merge on every sync: a field that changed between two calls
+would be an update (and a Job's pod template cannot be updated at all).
+
+Security shape of every worker pod: restricted Pod Security (non-root uid
+65532, read-only root filesystem with an emptyDir for ``/tmp``, no privilege
+escalation, all capabilities dropped, RuntimeDefault seccomp). Only the
+publish and upload-server pods mount a service-account token, because the
+worker patches its own progress annotation on its own Job (the Role names
+that one Job); the cleanup pod mounts none.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from hooks.model_parent import ModelRef
+from lib.api.types import LABEL_MODEL_UID
+from lib.config import Config
+from lib.credentials import cleanup_credential, dockerconfigjson, publish_credential
+
+Obj = dict[str, Any]
+
+LABEL_WORKER = "ai.deckhouse.io/worker"  # publish | upload-server | cleanup
+LABEL_WORKER_JOB = "ai.deckhouse.io/worker-job"
+LABEL_ATTEMPT = "ai.deckhouse.io/attempt"
+LABEL_SESSION = "ai.deckhouse.io/upload-session"
+
+WORKER_CONTAINER = "worker"
+WORKER_UID = 65532
+REGISTRY_DIR = "/var/run/ai-models/registry"
+REGISTRY_AUTH_FILE = f"{REGISTRY_DIR}/.dockerconfigjson"
+SOURCE_DIR = "/var/run/ai-models/source"
+SOURCE_TOKEN_FILE = f"{SOURCE_DIR}/token"
+SOURCE_DOCKERCONFIG_FILE = f"{SOURCE_DIR}/.dockerconfigjson"
+SOURCE_CA_DIR = "/var/run/ai-models/source-ca"
+UPLOAD_DIR = "/var/run/ai-models/upload"
+UPLOAD_TOKEN_FILE = f"{UPLOAD_DIR}/token"
+RESULT_FILE = "/dev/termination-log"
+SCRATCH_DIR = "/scratch"
+
+# Keys of a user's Hugging Face token Secret, in order of preference.
+TOKEN_KEYS = ("token", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Requests/limits and deadlines of one kind of worker Job."""
+
+    cpu: tuple[str, str]
+    memory: tuple[str, str]
+    ephemeral: tuple[str, str]
+    deadline_seconds: int
+    backoff_limit: int
+    tmp_size: str = "1Gi"
+
+
+# Publishing streams every file straight into its blob: no local copy, so the
+# ephemeral storage is only /tmp and logs. Uploads may spool a zip.
+PUBLISH = Budget(("250m", "2"), ("256Mi", "1Gi"), ("512Mi", "2Gi"), 24 * 3600, 2)
+UPLOAD = Budget(("250m", "2"), ("256Mi", "1Gi"), ("1Gi", "66Gi"), 0, 2)
+CLEANUP = Budget(("50m", "500m"), ("64Mi", "256Mi"), ("64Mi", "256Mi"), 600, 3)
+UPLOAD_SCRATCH_SIZE = "64Gi"
+UPLOAD_SCRATCH_BYTES = 63 << 30  # --max-spool-bytes stays under the emptyDir limit
+UPLOAD_PUBLISH_GRACE_SECONDS = 24 * 3600  # an upload that arrived may still be publishing
+TTL_AFTER_FINISHED = 3600
+EXIT_PERMANENT = 2  # worker exit status for permanent errors (docs/lifecycle.md)
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def _meta(m: ModelRef, name: str, worker: str | None = None) -> Obj:
+    labels = {LABEL_MODEL_UID: m.uid}
+    if worker:
+        labels[LABEL_WORKER] = worker
+    return {"name": name, "namespace": m.child_namespace, "labels": labels}
+
+
+def _security_context() -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(b: Budget) -> Obj:
+    return {
+        "requests": {"cpu": b.cpu[0], "memory": b.memory[0], "ephemeral-storage": b.ephemeral[0]},
+        "limits": {"cpu": b.cpu[1], "memory": b.memory[1], "ephemeral-storage": b.ephemeral[1]},
+    }
+
+
+def _secret_volume(name: str, secret: str, items: list[tuple[str, str]]) -> Obj:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": k, "path": p} for k, p in items],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What varies between the worker Jobs."""
+
+    name: str
+    worker: str  # publish | upload-server | cleanup
+    args: list[str]
+    budget: Budget
+    service_account: bool  # mount a token (progress annotation)
+    volumes: list[Obj]
+    mounts: list[Obj]
+    labels: dict[str, str]
+    delay_seconds: int = 0  # retry backoff, slept by an init container
+    deadline_seconds: int = 0  # overrides budget.deadline_seconds when set
+    ports: list[Obj] | None = None
+
+
+def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
+    """A worker Job: restricted pod, result in the termination message, no in-place restarts."""
+    labels = {LABEL_MODEL_UID: m.uid, LABEL_WORKER: js.worker, LABEL_WORKER_JOB: js.name, **js.labels}
+    container: Obj = {
+        "name": WORKER_CONTAINER,
+        "image": config.worker_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "jobs"],
+        "args": js.args,
+        "env": [
+            {"name": "AI_MODELS_JOB_NAME", "value": js.name},
+            {"name": "AI_MODELS_JOB_NAMESPACE", "value": m.child_namespace},
+            {"name": "TMPDIR", "value": "/tmp"},
+        ],
+        "resources": _resources(js.budget),
+        "securityContext": _security_context(),
+        "terminationMessagePath": RESULT_FILE,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *js.mounts],
+    }
+    if js.ports:
+        container["ports"] = js.ports
+        container["readinessProbe"] = {
+            "tcpSocket": {"port": js.ports[0]["containerPort"]},
+            "periodSeconds": 5,
+        }
+    pod_spec: Obj = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": js.service_account,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": js.budget.tmp_size}}, *js.volumes],
+    }
+    if js.service_account:
+        pod_spec["serviceAccountName"] = m.worker_account
+    if js.delay_seconds > 0:
+        # No clock in the hook: the retry delay is slept by the new attempt itself.
+        pod_spec["initContainers"] = [
+            {
+                "name": "backoff",
+                "image": config.worker_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c", "import sys, time; time.sleep(int(sys.argv[1]))"],
+                "args": [str(js.delay_seconds)],
+                "resources": _resources(Budget(("10m", "100m"), ("16Mi", "64Mi"), ("1Mi", "16Mi"), 0, 0)),
+                "securityContext": _security_context(),
+            }
+        ]
+    deadline = js.deadline_seconds or js.budget.deadline_seconds
+    spec: Obj = {
+        "backoffLimit": js.budget.backoff_limit,
+        "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": WORKER_CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_PERMANENT],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if deadline:
+        spec["activeDeadlineSeconds"] = deadline + js.delay_seconds
+    job_meta = _meta(m, js.name, js.worker)
+    job_meta["labels"].update(js.labels)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": spec}
+
+
+def _registry_flags(config: Config) -> list[str]:
+    return ["--insecure-registry"] if config.registry_insecure else []
+
+
+def _registry_volume(secret: str) -> tuple[Obj, Obj]:
+    return (
+        _secret_volume("registry-auth", secret, [(".dockerconfigjson", ".dockerconfigjson")]),
+        {"name": "registry-auth", "mountPath": REGISTRY_DIR, "readOnly": True},
+    )
+
+
+@dataclass(frozen=True)
+class SourceAuth:
+    """How the publish worker reaches a private source, without copying the credential."""
+
+    secret: str = ""  # user's Secret in the child namespace
+    key: str = ""  # the key mounted
+    path: str = ""  # token | .dockerconfigjson
+    ca_configmap: str = ""
+
+
+def publish_job(
+    m: ModelRef, config: Config, *, source: str, attempt: int, auth: SourceAuth, delay_seconds: int = 0
+) -> Obj:
+    name = m.publish_job(attempt)
+    args = [
+        "publish",
+        "--source",
+        source,
+        "--destination",
+        m.destination,
+        "--registry-auth-file",
+        REGISTRY_AUTH_FILE,
+        "--result-file",
+        RESULT_FILE,
+        *_registry_flags(config),
+    ]
+    vol, mount = _registry_volume(m.registry_secret)
+    volumes, mounts = [vol], [mount]
+    if auth.secret:
+        args += ["--auth-file", f"{SOURCE_DIR}/{auth.path}"]
+        volumes.append(_secret_volume("source-auth", auth.secret, [(auth.key, auth.path)]))
+        mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
+    if auth.ca_configmap:
+        args += ["--ca-file", f"{SOURCE_CA_DIR}/ca.crt"]
+        volumes.append(
+            {
+                "name": "source-ca",
+                "configMap": {"name": auth.ca_configmap, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+        )
+        mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
+    return worker_job(
+        m,
+        config,
+        JobSpec(
+            name=name,
+            worker="publish",
+            args=args,
+            budget=PUBLISH,
+            service_account=True,
+            volumes=volumes,
+            mounts=mounts,
+            labels={LABEL_ATTEMPT: str(attempt)},
+            delay_seconds=delay_seconds,
+        ),
+    )
+
+
+def upload_job(
+    m: ModelRef,
+    config: Config,
+    *,
+    session: int,
+    attempt: int,
+    expires_at: str,
+    ttl_seconds: int,
+    delay_seconds: int = 0,
+) -> Obj:
+    name = m.upload_job(session, attempt)
+    args = [
+        "upload-server",
+        "--destination",
+        m.destination,
+        "--listen",
+        f"0.0.0.0:{config.upload_port}",
+        "--token-file",
+        UPLOAD_TOKEN_FILE,
+        "--expires-at",
+        expires_at,
+        "--registry-auth-file",
+        REGISTRY_AUTH_FILE,
+        "--scratch-dir",
+        SCRATCH_DIR,
+        "--max-spool-bytes",
+        str(UPLOAD_SCRATCH_BYTES),
+        "--result-file",
+        RESULT_FILE,
+        *_registry_flags(config),
+    ]
+    vol, mount = _registry_volume(m.registry_secret)
+    volumes = [
+        vol,
+        _secret_volume("upload-token", m.upload_secret, [("token", "token")]),
+        {"name": "scratch", "emptyDir": {"sizeLimit": UPLOAD_SCRATCH_SIZE}},
+    ]
+    mounts = [
+        mount,
+        {"name": "upload-token", "mountPath": UPLOAD_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    return worker_job(
+        m,
+        config,
+        JobSpec(
+            name=name,
+            worker="upload-server",
+            args=args,
+            budget=UPLOAD,
+            service_account=True,
+            volumes=volumes,
+            mounts=mounts,
+            labels={LABEL_ATTEMPT: str(attempt), LABEL_SESSION: str(session)},
+            delay_seconds=delay_seconds,
+            deadline_seconds=max(ttl_seconds, 60) + UPLOAD_PUBLISH_GRACE_SECONDS,
+            ports=[{"name": "upload", "containerPort": config.upload_port, "protocol": "TCP"}],
+        ),
+    )
+
+
+def cleanup_job(m: ModelRef, config: Config, *, digest: str, attempt: int, delay_seconds: int = 0) -> Obj:
+    args = [
+        "cleanup",
+        "--artifact",
+        f"{m.destination}@{digest}",
+        "--auth-file",
+        REGISTRY_AUTH_FILE,
+        "--result-file",
+        RESULT_FILE,
+        *_registry_flags(config),
+    ]
+    vol, mount = _registry_volume(m.cleanup_secret)
+    return worker_job(
+        m,
+        config,
+        JobSpec(
+            name=m.cleanup_job(attempt),
+            worker="cleanup",
+            args=args,
+            budget=CLEANUP,
+            service_account=False,
+            volumes=[vol],
+            mounts=[mount],
+            labels={LABEL_ATTEMPT: str(attempt)},
+            delay_seconds=delay_seconds,
+        ),
+    )
+
+
+def _dockerconfig_secret(m: ModelRef, config: Config, name: str, user: str, password: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(m, name),
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": _b64(dockerconfigjson(config.registry, user, password))},
+    }
+
+
+def registry_secret(m: ModelRef, config: Config) -> Obj:
+    """Push (and pull) on this model's repository only."""
+    user, pw = publish_credential(config.signing_key, m.repository)
+    return _dockerconfig_secret(m, config, m.registry_secret, user, pw)
+
+
+def cleanup_secret(m: ModelRef, config: Config) -> Obj:
+    """Delete (and pull) on this model's repository only."""
+    user, pw = cleanup_credential(config.signing_key, m.repository)
+    return _dockerconfig_secret(m, config, m.cleanup_secret, user, pw)
+
+
+def worker_rbac(m: ModelRef, job_name: str) -> list[Obj]:
+    """ServiceAccount + Role + RoleBinding: the worker may get/patch its own Job, nothing else."""
+    name = m.worker_account
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(m, name),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(m, name),
+            "rules": [
+                {
+                    "apiGroups": ["batch"],
+                    "resources": ["jobs"],
+                    "resourceNames": [job_name],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(m, name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": m.child_namespace}],
+        },
+    ]
+
+
+def source_ca_configmap(m: ModelRef, pem: str) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(m, m.source_ca_configmap),
+        "data": {"ca.crt": pem},
+    }
+
+
+# -- upload session ---------------------------------------------------------
+
+INGRESS_PATH_ROOT = "/ai-models/upload"
+
+
+def upload_path(m: ModelRef) -> str:
+    """Path of this model's upload endpoint behind the optional external Ingress."""
+    scope = f"cluster/{m.name}" if m.cluster else f"{m.namespace}/{m.name}"
+    return f"{INGRESS_PATH_ROOT}/{scope}"
+
+
+def upload_urls(m: ModelRef, config: Config) -> tuple[str, str]:
+    """``(url, in_cluster_url)``: the URL users get (external when configured) and the Service URL."""
+    internal = f"http://{m.upload_service}.{m.child_namespace}.svc:{config.upload_port}/upload"
+    if config.upload_external_base:
+        return f"{config.upload_external_base.rstrip('/')}{upload_path(m)}", internal
+    return internal, internal
+
+
+def upload_secret(m: ModelRef, config: Config, *, token: str) -> Obj:
+    url, internal = upload_urls(m, config)
+    data = {"url": _b64(url), "token": _b64(token)}
+    if url != internal:
+        data["inClusterURL"] = _b64(internal)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(m, m.upload_secret),
+        "type": "Opaque",
+        "data": data,
+    }
+
+
+def upload_reader_role(m: ModelRef) -> Obj:
+    """``get`` on the upload Secret only: what a user binds to read the URL and token."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(m, m.upload_reader_role),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [m.upload_secret],
+                "verbs": ["get"],
+            }
+        ],
+    }
+
+
+def upload_service(m: ModelRef, config: Config) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(m, m.upload_service),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_MODEL_UID: m.uid, LABEL_WORKER: "upload-server"},
+            "ports": [
+                {"name": "upload", "port": config.upload_port, "targetPort": "upload", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def upload_ingress(m: ModelRef, config: Config) -> Obj:
+    """External access for multi-GB uploads: no body limit, no request buffering, long timeouts."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(config.upload_external_base).hostname or ""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            **_meta(m, m.upload_service),
+            "annotations": {
+                "nginx.ingress.kubernetes.io/proxy-body-size": "0",
+                "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
+                "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+                "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+                "nginx.ingress.kubernetes.io/use-regex": "true",
+                "nginx.ingress.kubernetes.io/rewrite-target": "/upload",
+            },
+        },
+        "spec": {
+            "rules": [
+                {
+                    **({"host": host} if host else {}),
+                    "http": {
+                        "paths": [
+                            {
+                                "path": f"{upload_path(m)}$",
+                                "pathType": "ImplementationSpecific",
+                                "backend": {
+                                    "service": {"name": m.upload_service, "port": {"name": "upload"}}
+                                },
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }

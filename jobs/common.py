@@ -1,0 +1,57 @@
+"""What every worker command shares: registry clients, result writing, exit codes.
+
+Exit codes: 0 success; 1 a failure worth retrying (reason in
+``TRANSIENT_REASONS``: the Job's pod backoff retries it); 2 a permanent
+failure (the Job's podFailurePolicy stops at once).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from lib.oci.client import RegistryClient
+
+from lib import result as results
+from lib.api.types import TRANSIENT_REASONS, Reason
+from lib.oci import errors as oci_errors
+
+EXIT_OK, EXIT_TRANSIENT, EXIT_PERMANENT = 0, 1, 2
+
+
+def registry_client(
+    registry: str, *, auth_file: str | None, ca_file: str | None, insecure: bool
+) -> RegistryClient:
+    if auth_file:
+        return RegistryClient.from_docker_config(registry, auth_file, ca_file=ca_file, insecure=insecure)
+    return RegistryClient(registry, ca_file=ca_file, insecure=insecure)
+
+
+def registry_reason(e: oci_errors.RegistryError, *, destination: bool) -> str:
+    """Reason for a registry error; the destination (DMCR) has its own wording."""
+    if isinstance(e, oci_errors.InsufficientStorage):
+        return Reason.INSUFFICIENT_STORAGE
+    if isinstance(e, oci_errors.DigestMismatch):
+        return Reason.PUBLICATION_FAILED
+    if isinstance(e, (oci_errors.Unreachable,)) or (getattr(e, "status", 0) or 0) >= 500:
+        return Reason.REGISTRY_UNAVAILABLE if destination else Reason.SOURCE_UNAVAILABLE
+    if isinstance(e, oci_errors.AuthError) and destination:
+        return Reason.REGISTRY_UNAVAILABLE
+    return Reason.PUBLICATION_FAILED
+
+
+def finish(result_file: str, result: dict[str, Any]) -> int:
+    """Write the result, echo it on stdout, and return the exit code."""
+    results.write(result_file, result)
+    print(json.dumps(result, sort_keys=True), flush=True)
+    err = result.get("error")
+    if not err:
+        return EXIT_OK
+    print(f"error: {err['reason']}: {err['message']}", file=sys.stderr, flush=True)
+    return EXIT_TRANSIENT if err["reason"] in {r.value for r in TRANSIENT_REASONS} else EXIT_PERMANENT
+
+
+def fail(result_file: str, reason: str, message: str, **extra: Any) -> int:
+    code = reason.value if isinstance(reason, Reason) else str(reason)
+    return finish(result_file, results.error(code, message, **extra))

@@ -1,0 +1,322 @@
+"""``python -m jobs materialize``: pull one ModelPack artifact's files into a directory.
+
+Runs as the init container the workload webhook injects. What it promises:
+
+* every file that appears at its final path was hashed while it streamed and
+  matched its layer digest: bytes go to ``<path>.partial`` and are renamed only
+  once verified, so a corrupted blob leaves nothing at the final path;
+* an interrupted pull resumes: an existing ``.partial`` is re-hashed, then the
+  rest is fetched with a ``Range`` from its size (also retried inside one run
+  when the connection drops);
+* a directory that already holds the artifact is skipped: the marker
+  ``DIR/.ai-models-digest`` (the manifest digest) is written last, after every
+  file is in place;
+* file paths come from the manifest's ``org.cncf.model.filepath`` (or the older
+  ``org.cnai`` annotation) and may not leave DIR.
+
+Exit status 0 on success; otherwise 1 with one actionable line on stderr (the
+injected container uses ``FallbackToLogsOnError``, so it becomes the pod's
+termination message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib import modelpack
+from lib.oci.client import RegistryClient
+from lib.oci.errors import DigestMismatch, RegistryError, Unreachable
+from lib.oci.reference import InvalidReference, Reference
+
+MARKER = ".ai-models-digest"
+PARTIAL = ".partial"
+HASH_CHUNK = 4 << 20
+ATTEMPTS = 3  # per blob, when the connection drops mid-stream
+RETRY_DELAY = 1.0
+
+
+class MaterializeError(Exception):
+    """A failure with a message meant for the person reading the pod's status."""
+
+
+class CorruptBlob(MaterializeError):
+    pass
+
+
+@dataclass
+class Summary:
+    digest: str
+    files: int = 0
+    downloaded_bytes: int = 0
+    reused_bytes: int = 0
+    skipped: bool = False
+
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"materialize: {msg}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ref = Reference.parse(args.artifact)
+    except InvalidReference as e:
+        _stderr(f"--artifact {args.artifact!r} is not REGISTRY/REPOSITORY@DIGEST: {e}")
+        return 1
+    if not ref.digest:
+        _stderr(f"--artifact {args.artifact!r} must be pinned by digest (…@sha256:…)")
+        return 1
+    try:
+        client = RegistryClient.from_docker_config(
+            ref.registry,
+            getattr(args, "auth_file", None),
+            ca_file=getattr(args, "ca_file", None),
+            insecure=bool(getattr(args, "insecure_registry", False)),
+        )
+        started = time.monotonic()
+        s = materialize(client, ref.repository, ref.digest, Path(args.into))
+    except MaterializeError as e:
+        _stderr(str(e))
+        return 1
+    except RegistryError as e:
+        _stderr(f"{args.artifact}: {e}")
+        return 1
+    except OSError as e:
+        _stderr(f"cannot write into {args.into}: {e} (is the volume large enough and writable?)")
+        return 1
+    if s.skipped:
+        _stderr(f"{args.into} already holds {s.digest}; nothing to do")
+    else:
+        secs = time.monotonic() - started
+        _stderr(
+            f"{s.files} files of {s.digest} in {args.into}: {s.downloaded_bytes} bytes fetched, "
+            f"{s.reused_bytes} reused, {secs:.1f}s"
+        )
+    return 0
+
+
+def materialize(
+    client: RegistryClient, repository: str, digest: str, into: Path, *, log: Log = _stderr
+) -> Summary:
+    """Make ``into`` hold exactly-verified copies of the artifact's files."""
+    into.mkdir(parents=True, exist_ok=True)
+    marker = into / MARKER
+    if _read_marker(marker) == digest:
+        return Summary(digest=digest, skipped=True)
+    marker.unlink(missing_ok=True)  # a different artifact was here: never mark a mixed state
+
+    manifest = client.get_manifest(repository, digest)
+    actual = "sha256:" + hashlib.sha256(manifest.body).hexdigest()
+    if actual != digest:
+        raise CorruptBlob(f"manifest {digest} arrived as {actual}: refusing it")
+    if not modelpack.is_model_manifest(manifest.body):
+        raise MaterializeError(f"{repository}@{digest} is not a ModelPack model artifact")
+    try:
+        layers = modelpack.parse_manifest(manifest.body)
+    except modelpack.ManifestError as e:
+        raise MaterializeError(f"{repository}@{digest}: {e}") from None
+
+    root = into.resolve()
+    summary = Summary(digest=digest)
+    for path, desc in layers:
+        if not desc["mediaType"].endswith(".raw"):
+            raise MaterializeError(
+                f"layer {path} has media type {desc['mediaType']}: only raw layers are supported"
+            )
+        final = _inside(root, path)
+        fetched, reused = _fetch(client, repository, desc["digest"], desc["size"], final, log)
+        summary.files += 1
+        summary.downloaded_bytes += fetched
+        summary.reused_bytes += reused
+    tmp = into / (MARKER + PARTIAL)
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, marker)
+    return summary
+
+
+def _read_marker(marker: Path) -> str | None:
+    try:
+        return marker.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _inside(root: Path, path: str) -> Path:
+    """``root/path``, refusing anything that resolves outside ``root`` (``..``, symlinks)."""
+    final = (root / path).resolve()
+    if final == root or root not in final.parents or path.endswith(PARTIAL) or path == MARKER:
+        raise MaterializeError(f"file path {path!r} in the manifest escapes the target directory")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.parent.resolve() != final.parent:
+        raise MaterializeError(f"file path {path!r} goes through a symbolic link")
+    return final
+
+
+def _hash_file(path: Path, h: hashlib._Hash, limit: int) -> int:
+    """Feed at most ``limit`` bytes of ``path`` into ``h``; returns the count."""
+    n = 0
+    with open(path, "rb") as f:
+        while n < limit:
+            chunk = f.read(min(HASH_CHUNK, limit - n))
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+    return n
+
+
+def _fetch(
+    client: RegistryClient, repo: str, digest: str, size: int, final: Path, log: Log
+) -> tuple[int, int]:
+    """Bring one blob to ``final``; returns (bytes fetched, bytes reused from disk)."""
+    expected = digest.split(":", 1)[1]
+    if final.is_file() and final.stat().st_size == size:
+        h = hashlib.sha256()
+        _hash_file(final, h, size)
+        if h.hexdigest() == expected:
+            return 0, size  # a previous run already placed it
+    if final.exists() or final.is_symlink():
+        final.unlink()
+
+    partial = final.with_name(final.name + PARTIAL)
+    h = hashlib.sha256()
+    offset = 0
+    if partial.is_file() and partial.stat().st_size <= size:
+        offset = _hash_file(partial, h, size)
+        if offset:
+            log(f"resuming {final.name} at {offset} of {size} bytes")
+    else:
+        partial.unlink(missing_ok=True)
+    reused, fetched = offset, 0
+    partial.touch()
+
+    attempt = 0
+    client_verified = False  # one whole stream from 0, verified by the client
+    while offset < size:
+        attempt += 1
+        start = offset
+        try:
+            offset, got = _stream(client, repo, digest, size, partial, offset, h)
+            fetched += got
+            client_verified = start == 0
+        except (Unreachable, OSError) as e:
+            if isinstance(e, OSError) and not _is_network_error(e):
+                raise
+            got_so_far = partial.stat().st_size if partial.exists() else 0
+            fetched += max(0, got_so_far - offset)
+            if attempt >= ATTEMPTS:
+                raise MaterializeError(
+                    f"blob {digest} for {final.name}: connection failed {attempt} times ({e}); "
+                    f"{got_so_far} of {size} bytes kept in {partial.name} for the next attempt"
+                ) from None
+            log(f"{final.name}: {e}; resuming at {got_so_far}")
+            h = hashlib.sha256()
+            offset = _hash_file(partial, h, size)
+            time.sleep(RETRY_DELAY * attempt)
+        except DigestMismatch as e:
+            partial.unlink(missing_ok=True)
+            raise CorruptBlob(
+                f"blob {digest} for {final.name} is corrupted ({e}); nothing written at {final}"
+            ) from None
+
+    if not client_verified and h.hexdigest() != expected:
+        partial.unlink(missing_ok=True)
+        raise CorruptBlob(
+            f"blob {digest} for {final.name} is corrupted: its bytes hash to sha256:{h.hexdigest()}; "
+            f"nothing written at {final}"
+        )
+    os.replace(partial, final)
+    return fetched, reused
+
+
+def _stream(
+    client: RegistryClient, repo: str, digest: str, size: int, partial: Path, offset: int, h: hashlib._Hash
+) -> tuple[int, int]:
+    """Append the blob from ``offset`` to ``partial``.
+
+    From offset 0 the client hashes the stream itself and raises
+    ``DigestMismatch`` when it ends on the wrong digest; hashing here too would
+    cost a third of the throughput (``bench/bench_materialize.py``). ``h`` is
+    fed only for a resumed stream, on top of the re-hashed partial. Disk writes
+    run in a second thread (file writes and sha256 release the GIL), so the
+    network read, the client's hashing and the write overlap.
+    """
+    with client.open_blob(repo, digest, offset=offset) as chunks, _Writer(partial, offset, h) as out:
+        for chunk in chunks:
+            if out.queued + len(chunk) > size:
+                out.abort()
+                raise DigestMismatch(None, f"more than the {size} bytes the manifest declares")
+            out.put(chunk)
+    got = out.written - offset
+    if out.written != size:
+        raise Unreachable(None, f"stream ended after {out.written} of {size} bytes")
+    return out.written, got
+
+
+class _Writer:
+    """Appends chunks to a file from a bounded queue in its own thread."""
+
+    DEPTH = 8  # chunks in flight (the client reads 1 MiB at a time)
+
+    def __init__(self, path: Path, offset: int, h: hashlib._Hash) -> None:
+        self.path, self.h, self.own_hash = path, h, offset > 0
+        self.queued = self.written = offset
+        self.queue: queue.Queue[bytes | None] = queue.Queue(self.DEPTH)
+        self.error: BaseException | None = None
+        self.aborted = False
+        self.thread = threading.Thread(target=self._run, name="materialize-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        if self.path.stat().st_size != self.written:
+            raise MaterializeError(f"{self.path} changed size while resuming")
+        self.thread.start()
+        return self
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+        self.queued += len(chunk)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def _run(self) -> None:
+        try:
+            with open(self.path, "ab") as f:
+                while (chunk := self.queue.get()) is not None:
+                    if self.error is None:
+                        f.write(chunk)
+                        if self.own_hash:
+                            self.h.update(chunk)
+                        self.written += len(chunk)
+                if self.aborted:
+                    f.truncate(0)
+        except BaseException as e:  # handed to the reading thread
+            self.error = e
+            while self.queue.get() is not None:  # drain so the reader never blocks
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.aborted = self.aborted or exc[0] is DigestMismatch
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+def _is_network_error(e: OSError) -> bool:
+    # requests' connection errors are OSErrors too; disk errors (ENOSPC, EACCES) are not retried.
+    return e.errno is None

@@ -1,0 +1,15 @@
+"""Format detection, header verification and metadata resolution.
+
+- ``inspect``: streaming per-file inspectors fed the bytes the pipeline moves
+  anyway (``inspector_for(path)``, ``feed``, ``finish`` → ``FileFacts``);
+- ``gguf`` / ``safetensors``: bounded incremental header parsers;
+- ``layout``: which of GGUF / Safetensors / Diffusers a set of paths is, and
+  which files are weights, configs, docs or left out;
+- ``metadata``: ``resolve(layout, facts, hints)`` → ``status.resolved``.
+
+Nothing in this package does I/O: callers hand it names and bytes.
+"""
+
+from lib.formats.errors import FormatError
+
+__all__ = ["FormatError"]

@@ -1,0 +1,153 @@
+"""Streaming inspectors: learn what a file is from the bytes that pass by.
+
+The publish pipeline reads every source file exactly once, on its way into
+the registry, and hands each chunk to the file's inspector as well. So an
+inspector must never need the whole file: it buffers only what a header
+needs (with hard caps), raises ``FormatError`` as soon as the bytes prove the
+file bad (bad magic in the first 4 bytes, an absurd length as soon as it is
+read), and checks what depends on the total size in ``finish()``.
+
+``inspector_for(path)`` always returns an inspector: ``*.gguf`` and
+``*.safetensors`` get a parser; other files a counter that keeps the content
+of the small JSON/text files metadata resolution reads (``config.json``,
+``model_index.json``, tokenizer and sentence-transformers configs, chat
+templates), up to ``KEEP_CAP`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from lib.formats.errors import FormatError
+
+FileKind = Literal["gguf", "safetensors", "json", "other"]
+
+# Small files whose content metadata resolution reads. Larger ones are counted only.
+KEEP_CAP = 4 << 20
+KEEP_NAMES = frozenset(
+    {
+        "config.json",
+        "model_index.json",
+        "tokenizer_config.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "generation_config.json",
+        "chat_template.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+        "processor_config.json",
+        "model.safetensors.index.json",
+        "template",  # Ollama's chat template layer, when an adapter names it so
+        "params",
+    }
+)
+# Of the kept files, these must be valid JSON: a model whose config cannot be
+# parsed cannot be loaded by any runtime, so we refuse it instead of shipping it.
+STRICT_JSON = frozenset(
+    {"config.json", "model_index.json", "modules.json", "config_sentence_transformers.json"}
+)
+
+
+@dataclass
+class FileFacts:
+    """What one file turned out to be.
+
+    ``gguf`` and ``safetensors`` hold the header facts of those formats (see
+    ``lib.formats.gguf.GGUFHeader.facts`` and
+    ``lib.formats.safetensors.SafetensorsHeader.facts``); ``content`` holds the
+    bytes of small metadata files (``KEEP_NAMES``), else ``None``.
+    """
+
+    path: str
+    size: int
+    kind: FileKind
+    gguf: dict[str, Any] | None = None
+    safetensors: dict[str, Any] | None = None
+    content: bytes | None = None
+
+    def json(self) -> Any:
+        """The kept content parsed as JSON, or ``None`` (not kept, or not JSON)."""
+        if self.content is None:
+            return None
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            return None
+
+
+class Inspector(Protocol):
+    """Fed every chunk of one file in order, then finished once."""
+
+    path: str
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk; raise ``FormatError`` as soon as the file is known bad."""
+        ...
+
+    def finish(self) -> FileFacts:
+        """Validate against the total size seen; raise ``FormatError`` or return the facts."""
+        ...
+
+
+class CountingInspector:
+    """Counts bytes; keeps the content of small metadata files (``KEEP_NAMES``)."""
+
+    def __init__(self, path: str, *, keep: bool | None = None, cap: int = KEEP_CAP):
+        self.path = path
+        self.size = 0
+        self._name = posixpath.basename(path)
+        self._keep = self._name in KEEP_NAMES if keep is None else keep
+        self._cap = cap
+        self._buf: bytearray | None = bytearray() if self._keep else None
+
+    def feed(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._buf is not None:
+            if len(self._buf) + len(chunk) > self._cap:
+                self._buf = None  # too big to be a config we read: count it only
+            else:
+                self._buf += chunk
+
+    def finish(self) -> FileFacts:
+        content = bytes(self._buf) if self._buf is not None else None
+        kind: FileKind = "json" if self._name.endswith(".json") else "other"
+        if content is not None and self._name in STRICT_JSON:
+            try:
+                json.loads(content)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise FormatError(f"is not valid JSON ({e})", path=self.path) from None
+        return FileFacts(path=self.path, size=self.size, kind=kind, content=content)
+
+
+def inspector_for(path: str) -> Inspector:
+    """The inspector for ``path`` (a '/'-separated relative path), chosen by its name."""
+    from lib.formats.gguf import GGUFInspector
+    from lib.formats.safetensors import SafetensorsInspector
+
+    lower = path.lower()
+    if lower.endswith(".gguf"):
+        return GGUFInspector(path)
+    if lower.endswith(".safetensors"):
+        return SafetensorsInspector(path)
+    return CountingInspector(path)
+
+
+def inspect_bytes(path: str, data: bytes, chunk_size: int = 1 << 20) -> FileFacts:
+    """Convenience for tests and small files: feed ``data`` in chunks and finish."""
+    ins = inspector_for(path)
+    for i in range(0, len(data), chunk_size):
+        ins.feed(data[i : i + chunk_size])
+    return ins.finish()
+
+
+def inspect_file(fs_path: str, rel_path: str | None = None, chunk_size: int = 1 << 20) -> FileFacts:
+    """Stream a local file through its inspector (tools, tests; the pipeline feeds its own chunks)."""
+    ins = inspector_for(rel_path or posixpath.basename(fs_path))
+    with open(fs_path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            ins.feed(chunk)
+    return ins.finish()

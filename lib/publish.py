@@ -1,0 +1,201 @@
+"""The publish pipeline: any source adapter → one verified ModelPack artifact.
+
+Each file is streamed once from its source into its own blob. On the way the
+bytes are counted, hashed by the registry client (which refuses to commit a
+blob whose digest or size differs from what the source promised), and fed to
+the file's format inspector, which reads headers without holding the file.
+Only when every blob is in place are the config and then the manifest pushed,
+so a failure at any point leaves nothing tagged (orphan blobs are left to the
+registry's garbage collector).
+
+When a source already knows a file's sha256 (Hugging Face LFS, Ollama,
+catalogs, pre-hashed local files) and the repository holds that blob, no byte
+is sent: the inspector reads just the header back from the registry.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lib import modelpack
+from lib.api.types import Reason, WorkerResult
+from lib.formats.errors import FormatError
+from lib.formats.inspect import FileFacts, inspector_for
+from lib.formats.layout import Layout, detect_layout
+from lib.formats.metadata import resolve
+from lib.oci.client import Descriptor, RegistryClient
+from lib.oci.errors import DigestMismatch, RegistryError
+from lib.oci.reference import Reference
+from lib.progress import Progress
+from lib.sources.base import SourceFile, SourceSnapshot
+
+TAG = "latest"
+# Fixed creation time: the same files give the same manifest digest.
+CREATED = "1970-01-01T00:00:00Z"
+
+
+class PublishError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PushedFile:
+    path: str
+    descriptor: Descriptor
+    facts: FileFacts
+    sent: bool  # False when the registry already held the blob
+
+
+def check_path(path: str) -> str:
+    """A file path inside the model: relative, normalised, no escape."""
+    norm = posixpath.normpath(path) if path else ""
+    if (
+        not norm
+        or norm == "."
+        or norm.startswith("/")
+        or "\\" in path
+        or ".." in norm.split("/")
+    ):
+        raise PublishError(
+            Reason.PUBLICATION_FAILED, f"refusing file path {path!r}: not a plain relative path"
+        )
+    return norm
+
+
+def _counted(stream: Iterable[bytes], inspector: Any, progress: Progress | None) -> Iterator[bytes]:
+    for chunk in stream:
+        if not chunk:
+            continue
+        inspector.feed(chunk)
+        if progress:
+            progress.advance(len(chunk))
+        yield chunk
+
+
+def _inspect_existing(client: RegistryClient, repo: str, digest: str, size: int, inspector: Any) -> FileFacts:
+    """Read back only as much of a present blob as its inspector needs."""
+    if inspector.wants_more:
+        with client.open_blob(repo, digest) as chunks:
+            for chunk in chunks:
+                inspector.feed(chunk)
+                if not inspector.wants_more:
+                    break
+    return inspector.finish(size)
+
+
+def push_file(
+    client: RegistryClient, repo: str, f: SourceFile, progress: Progress | None = None
+) -> PushedFile:
+    path = check_path(f.path)
+    inspector = inspector_for(path)
+    digest = f"sha256:{f.sha256}" if f.sha256 else None
+    if digest:
+        present = client.blob_exists(repo, digest)
+        if present is not None:
+            if f.size is not None and present != f.size:
+                raise PublishError(
+                    Reason.PUBLICATION_FAILED,
+                    f"{path}: the source says {f.size} bytes but blob {digest} has {present}",
+                )
+            facts = _inspect_existing(client, repo, digest, present, inspector)
+            if progress:
+                progress.advance(present)
+            return PushedFile(path, Descriptor("", digest, present, {}), facts, sent=False)
+    try:
+        with f.open(0) as stream:
+            desc = client.push_blob(repo, _counted(stream, inspector, progress), digest=digest, size=f.size)
+    except DigestMismatch as e:
+        raise PublishError(Reason.PUBLICATION_FAILED, f"{path}: {e}") from e
+    facts = inspector.finish(desc.size)
+    return PushedFile(path, desc, facts, sent=True)
+
+
+def _select(files: list[SourceFile]) -> tuple[list[SourceFile], Layout]:
+    layout = detect_layout([f.path for f in files])
+    keep = set(layout.weights) | set(layout.configs) | set(layout.docs)
+    return [f for f in files if f.path in keep], layout
+
+
+def publish(
+    snapshot: SourceSnapshot,
+    destination: Reference,
+    client: RegistryClient,
+    *,
+    progress: Progress | None = None,
+    name: str = "",
+    source_url: str = "",
+) -> WorkerResult:
+    """Publish every file of ``snapshot`` and return the worker result."""
+    repo = destination.repository
+    files: Iterable[SourceFile] = snapshot.files
+    try:
+        if isinstance(files, list):
+            # The whole list is known: refuse a bad layout before any byte moves.
+            files, _ = _select(files)
+            if progress is not None:
+                progress.add_total(sum(f.size or 0 for f in files))
+        pushed: dict[str, PushedFile] = {}
+        for f in files:
+            if check_path(f.path) in pushed:
+                raise PublishError(Reason.PUBLICATION_FAILED, f"{f.path}: the model has this file twice")
+            pushed[check_path(f.path)] = push_file(client, repo, f, progress)
+        layout = detect_layout(sorted(pushed))
+        facts = {p: pf.facts for p, pf in pushed.items()}
+        resolved, _partial = resolve(layout, facts, snapshot.hints)
+    except FormatError as e:
+        raise PublishError(Reason.PUBLICATION_FAILED, str(e)) from e
+
+    roles = {p: "weight" for p in layout.weights}
+    roles.update({p: "config" for p in layout.configs})
+    roles.update({p: "doc" for p in layout.docs})
+    layers = []
+    for path in sorted(roles):
+        pf = pushed[path]
+        layers.append(
+            {
+                "mediaType": modelpack.layer_media_type(path, roles[path]),
+                "digest": pf.descriptor.digest,
+                "size": pf.descriptor.size,
+                "annotations": {modelpack.ANNOTATION_FILEPATH: path},
+            }
+        )
+    config = modelpack.build_config(
+        resolved,
+        layers,
+        name=name or posixpath.basename(repo.rstrip("/")),
+        source_url=source_url,
+        revision=snapshot.revision,
+        created=CREATED,
+    )
+    config_desc = client.push_bytes(repo, config, modelpack.CONFIG_MEDIA_TYPE)
+    manifest = modelpack.build_manifest(
+        {"mediaType": modelpack.CONFIG_MEDIA_TYPE, "digest": config_desc.digest, "size": config_desc.size},
+        layers,
+        {},
+    )
+    digest = client.put_manifest(repo, TAG, manifest, modelpack.MANIFEST_MEDIA_TYPE)
+    size = config_desc.size + sum(layer["size"] for layer in layers)
+    source: dict[str, str] = {"resolvedType": snapshot.resolved_type}
+    if snapshot.revision:
+        source["resolvedRevision"] = snapshot.revision
+    if snapshot.remote_digest:
+        source["remoteDigest"] = snapshot.remote_digest
+    return {
+        "artifact": {
+            "uri": f"{destination.registry}/{repo}@{digest}",
+            "digest": digest,
+            "mediaType": modelpack.MANIFEST_MEDIA_TYPE,
+            "sizeBytes": size,
+        },
+        "resolved": resolved,
+        "source": source,  # type: ignore[typeddict-item]
+    }
+
+
+__all__ = ["PublishError", "RegistryError", "publish", "push_file"]

@@ -1,0 +1,291 @@
+"""The workload DecoratorController hooks, called the way Metacontroller v2 calls them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from hooks.app import create_app
+from lib import credentials, delivery
+from lib.config import Config
+from lib.delivery import ANNOTATION_BLOCKED, ANNOTATION_RESOLUTION
+
+CONFIG = Config(registry="dmcr.test:5000", signing_key=b"test-signing-key")
+K8S = "1.37"
+DECORATOR_RESPONSE_KEYS = {"labels", "annotations", "status", "attachments", "resyncAfterSeconds", "finalized"}
+CONTROLLER = {
+    "apiVersion": "metacontroller.k8s.io/v1alpha1",
+    "kind": "DecoratorController",
+    "metadata": {"name": "ai-models-workloads"},
+    "spec": {"resources": [{"apiVersion": "apps/v1", "resource": "deployments"}]},
+}
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def model(name: str, namespace: str | None = "ai-demo", *, phase: str = "Ready", seed: str = "",
+          family: str = "llama", size: int = 1 << 30) -> dict[str, Any]:
+    kind = "Model" if namespace else "ClusterModel"
+    repo = (f"ai-models/catalog/namespaced/{namespace}/{name}/uid-{name}" if namespace
+            else f"ai-models/catalog/cluster/{name}/uid-{name}")
+    d = digest(seed or name)
+    meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}"}
+    if namespace:
+        meta["namespace"] = namespace
+    obj: dict[str, Any] = {"apiVersion": "ai.deckhouse.io/v1alpha1", "kind": kind, "metadata": meta,
+                           "spec": {"source": {"url": f"https://huggingface.co/acme/{name}"}},
+                           "status": {"phase": phase}}
+    if phase == "Ready":
+        obj["status"]["artifact"] = {"uri": f"dmcr.test:5000/{repo}@{d}", "digest": d, "sizeBytes": size,
+                                     "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+        obj["status"]["resolved"] = {"format": "GGUF", "family": family}
+    return obj
+
+
+def workload(kind: str = "Deployment", name: str = "embedder", *, model_names: str | None = None,
+             cluster_names: str | None = None, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    annotations = dict(extra or {})
+    if model_names is not None:
+        annotations["ai.deckhouse.io/model"] = model_names
+    if cluster_names is not None:
+        annotations["ai.deckhouse.io/clustermodel"] = cluster_names
+    template = {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}
+    api = "batch/v1" if kind == "CronJob" else "apps/v1"
+    spec: dict[str, Any]
+    if kind == "CronJob":
+        template["spec"]["restartPolicy"] = "OnFailure"
+        spec = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}}
+    else:
+        spec = {"selector": {"matchLabels": {"app": name}}, "template": template}
+        if kind == "StatefulSet":
+            spec["serviceName"] = name
+    return {"apiVersion": api, "kind": kind,
+            "metadata": {"name": name, "namespace": "ai-demo", "uid": f"uid-{name}", "generation": 1,
+                         "annotations": annotations},
+            "spec": spec}
+
+
+def related(*objs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"Model.ai.deckhouse.io/v1alpha1": {}, "ClusterModel.ai.deckhouse.io/v1alpha1": {}}
+    for o in objs:
+        key = f"{o['kind']}.{o['apiVersion']}"
+        meta = o["metadata"]
+        out[key][f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]] = o
+    return out
+
+
+@pytest.fixture
+def client():
+    return create_app(CONFIG).test_client()
+
+
+def call(client, hook: str, obj: dict[str, Any], rel: dict[str, Any] | None = None,
+         attachments: dict[str, Any] | None = None, finalizing: bool = False) -> dict[str, Any]:
+    body = {"controller": CONTROLLER, "object": obj, "attachments": attachments or {"Secret.v1": {}},
+            "related": rel or related(), "finalizing": finalizing}
+    r = client.post(f"/hooks/workload/{hook}", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    resp = r.get_json()
+    assert set(resp) <= DECORATOR_RESPONSE_KEYS, resp
+    for a in resp.get("attachments", []):
+        kubernetes_validate.validate(a, K8S, strict=True)
+    return resp
+
+
+def resolution(resp: dict[str, Any]) -> list[dict[str, Any]]:
+    return json.loads(resp["annotations"][ANNOTATION_RESOLUTION])
+
+
+def blocked(resp: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(resp["annotations"][ANNOTATION_BLOCKED])
+
+
+# ------------------------------------------------------------------ customize
+
+
+@pytest.mark.parametrize("key", ["object", "parent"])
+def test_customize_relates_models_and_clustermodels_by_name(client, key):
+    obj = workload(model_names=" bge-m3 ,bge-reranker,, ", cluster_names="gemma-small")
+    r = client.post("/hooks/workload/customize", json={"controller": CONTROLLER, key: obj})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json() == {"relatedResources": [
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "namespace": "ai-demo",
+         "names": ["bge-m3", "bge-reranker"]},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels", "names": ["gemma-small"]},
+    ]}
+
+
+def test_customize_skips_invalid_names_and_empty_annotations(client):
+    obj = workload(model_names="Bad_Name, ok", cluster_names="")
+    r = client.post("/hooks/workload/customize", json={"controller": CONTROLLER, "parent": obj})
+    assert r.get_json() == {"relatedResources": [
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "namespace": "ai-demo", "names": ["ok"]}
+    ]}
+
+
+def test_customize_without_object_is_400(client):
+    r = client.post("/hooks/workload/customize", json={"controller": CONTROLLER})
+    assert r.status_code == 400
+
+
+# ----------------------------------------------------------------------- sync
+
+
+def test_single_model_resolves_to_annotation_and_pull_secret(client):
+    m = model("bge-m3", family="bert", size=123)
+    resp = call(client, "sync", workload(model_names="bge-m3"), related(m))
+    assert resolution(resp) == [{
+        "name": "bge-m3", "kind": "Model", "uri": m["status"]["artifact"]["uri"],
+        "digest": m["status"]["artifact"]["digest"], "family": "bert", "sizeBytes": 123,
+    }]
+    # canonical compact JSON: the same resolution is the same string
+    assert resp["annotations"][ANNOTATION_RESOLUTION] == json.dumps(
+        resolution(resp), sort_keys=True, separators=(",", ":"))
+    assert resp["annotations"][ANNOTATION_BLOCKED] is None
+    [secret] = resp["attachments"]
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["metadata"] == {"name": "ai-models-pull-deployment-embedder", "namespace": "ai-demo",
+                                  "labels": secret["metadata"]["labels"]}
+    cfg = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    auth = cfg["auths"]["dmcr.test:5000"]
+    grant = credentials.verify(CONFIG.signing_key, auth["username"], auth["password"])
+    assert grant is not None and grant.kind == "pull"
+    assert grant.repositories == ("ai-models/catalog/namespaced/ai-demo/bge-m3/uid-bge-m3",)
+
+
+def test_several_models_across_both_annotations_sorted_by_name(client):
+    objs = [model("zeta"), model("alpha"), model("gemma-small", None)]
+    resp = call(client, "sync", workload(model_names="zeta, alpha", cluster_names="gemma-small"), related(*objs))
+    res = resolution(resp)
+    assert [(r["name"], r["kind"]) for r in res] == [
+        ("alpha", "Model"), ("gemma-small", "ClusterModel"), ("zeta", "Model")]
+    cfg = json.loads(base64.b64decode(resp["attachments"][0]["data"][".dockerconfigjson"]))
+    auth = cfg["auths"]["dmcr.test:5000"]
+    grant = credentials.verify(CONFIG.signing_key, auth["username"], auth["password"])
+    assert set(grant.repositories) == {r["uri"].split("@")[0].split("/", 1)[1] for r in res}
+    assert resp["resyncAfterSeconds"] > 0  # ClusterModel changes do not notify namespaced workloads
+
+
+def test_model_from_another_namespace_is_not_used(client):
+    other = model("bge-m3", "other-ns")
+    resp = call(client, "sync", workload(model_names="bge-m3"), related(other))
+    assert blocked(resp)["reason"] == "ModelNotFound"
+
+
+def test_v1_style_related_keys_are_understood(client):
+    m = model("bge-m3")
+    rel = {"Model.ai.deckhouse.io/v1alpha1": {"bge-m3": m}}
+    resp = call(client, "sync", workload(model_names="bge-m3"), rel)
+    assert resolution(resp)[0]["digest"] == m["status"]["artifact"]["digest"]
+
+
+@pytest.mark.parametrize(
+    ("objs", "names", "cluster", "reason", "mentions"),
+    [
+        ([], "bge-m3", None, "ModelNotFound", "bge-m3"),
+        ([model("a")], "a", "missing", "ModelNotFound", "missing"),
+        ([model("bge-m3", phase="Publishing")], "bge-m3", None, "ModelNotReady", "Publishing"),
+        ([model("a"), model("a", None)], "a", "a", "DuplicateModelName", "a"),
+        ([model("a")], "a, a", None, "DuplicateModelName", "a"),
+        ([], "Not_A_Name", None, "InvalidModelName", "Not_A_Name"),
+    ],
+    ids=["missing", "missing-clustermodel", "not-ready", "duplicate-across", "duplicate-within", "invalid-name"],
+)
+def test_blocked_reasons(client, objs, names, cluster, reason, mentions):
+    resp = call(client, "sync", workload(model_names=names, cluster_names=cluster), related(*objs))
+    b = blocked(resp)
+    assert b["reason"] == reason and mentions in b["message"]
+    assert resp["annotations"][ANNOTATION_RESOLUTION] is None  # deleted: the webhook gates the pods
+    assert resp["attachments"] == []
+    assert resp["resyncAfterSeconds"] > 0
+
+
+def test_ready_without_pinned_uri_is_not_ready(client):
+    m = model("bge-m3")
+    m["status"]["artifact"]["uri"] = "dmcr.test:5000/repo:latest"
+    resp = call(client, "sync", workload(model_names="bge-m3"), related(m))
+    assert blocked(resp)["reason"] == "ModelNotReady"
+
+
+def test_deleting_model_is_not_ready(client):
+    m = model("bge-m3")
+    m["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    resp = call(client, "sync", workload(model_names="bge-m3"), related(m))
+    assert blocked(resp)["reason"] == "ModelNotReady"
+
+
+def test_blocked_keeps_an_existing_pull_secret_for_running_pods(client):
+    ready = call(client, "sync", workload(model_names="bge-m3"), related(model("bge-m3")))
+    secret = ready["attachments"][0]
+    observed = json.loads(json.dumps(secret))
+    observed["metadata"].update({"uid": "x", "resourceVersion": "7", "ownerReferences": []})
+    resp = call(client, "sync", workload(model_names="bge-m3"), related(model("bge-m3", phase="Failed")),
+                attachments={"Secret.v1": {"ai-demo/ai-models-pull-deployment-embedder": observed}})
+    assert blocked(resp)["reason"] == "ModelNotReady"
+    assert resp["attachments"] == [secret]
+
+
+def test_not_ready_then_ready(client):
+    obj = workload(model_names="bge-m3")
+    first = call(client, "sync", obj, related(model("bge-m3", phase="Publishing")))
+    assert blocked(first)["reason"] == "ModelNotReady"
+    second = call(client, "sync", obj, related(model("bge-m3")))
+    assert second["annotations"][ANNOTATION_BLOCKED] is None
+    assert resolution(second)[0]["name"] == "bge-m3"
+
+
+def test_new_model_revision_changes_the_resolution(client):
+    obj = workload(model_names="bge-m3")
+    a = call(client, "sync", obj, related(model("bge-m3", seed="v1")))
+    b = call(client, "sync", obj, related(model("bge-m3", seed="v2")))
+    assert resolution(a)[0]["digest"] != resolution(b)[0]["digest"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet", "CronJob"])
+def test_every_workload_kind_gets_its_own_secret(client, kind):
+    resp = call(client, "sync", workload(kind, name="w", model_names="bge-m3"), related(model("bge-m3")))
+    assert resp["attachments"][0]["metadata"]["name"] == f"ai-models-pull-{kind.lower()}-w"
+
+
+def test_long_workload_name_gives_a_valid_secret_name(client):
+    resp = call(client, "sync", workload(name="w" * 250, model_names="m"), related(model("m")))
+    name = resp["attachments"][0]["metadata"]["name"]
+    assert len(name) <= 63 and name == delivery.pull_secret_name("Deployment", "w" * 250)
+
+
+def test_annotations_emptied_removes_everything(client):
+    resp = call(client, "sync", workload(model_names=" , "), related())
+    assert resp["annotations"] == {ANNOTATION_RESOLUTION: None, ANNOTATION_BLOCKED: None}
+    assert resp["attachments"] == []
+
+
+def test_sync_is_deterministic(client):
+    obj = workload(model_names="a,b", cluster_names="c")
+    rel = related(model("a"), model("b"), model("c", None))
+    assert call(client, "sync", obj, rel) == call(client, "sync", obj, rel)
+
+
+def test_sync_of_cluster_scoped_object_is_400(client):
+    obj = workload(model_names="a")
+    del obj["metadata"]["namespace"]
+    r = client.post("/hooks/workload/sync", json={"controller": CONTROLLER, "object": obj})
+    assert r.status_code == 400 and "namespace" in r.get_json()["error"]
+
+
+# ------------------------------------------------------------------- finalize
+
+
+def test_finalize_removes_what_sync_wrote(client):
+    obj = workload(model_names="bge-m3")
+    obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = "[]"
+    resp = call(client, "finalize", obj, related(model("bge-m3")), finalizing=True)
+    assert resp == {"annotations": {ANNOTATION_RESOLUTION: None, ANNOTATION_BLOCKED: None},
+                    "attachments": [], "finalized": True}
