@@ -14,7 +14,7 @@ Requests (built with ``tests/support/hookreq.py``, i.e. what Metacontroller send
 The echo app parses the JSON body and answers it re-serialised (the same
 request parsing and a response of similar size, no hook logic).
 
-    .venv/bin/python bench/bench_hooks.py [--seconds 5] [--rounds 3] [--clients 8]
+    .venv/bin/python bench/bench_hooks.py [--seconds 2] [--rounds 12] [--clients 8]
 
 Targets (issue 5): sync throughput >= 0.6x echo, sync p99 <= 2x echo p99.
 """
@@ -41,7 +41,7 @@ from hooks import model as hooks_model  # noqa: E402
 from lib.config import Config  # noqa: E402
 from tests.support import hookreq as hr  # noqa: E402
 
-ECHO_APP = '''
+ECHO_APP = """
 import json
 from flask import Flask, Response, request
 
@@ -57,7 +57,7 @@ def echo():
 @app.get("/healthz")
 def healthz():
     return Response("{}", mimetype="application/json")
-'''
+"""
 
 
 def build_requests() -> dict[str, bytes]:
@@ -70,7 +70,9 @@ def build_requests() -> dict[str, bytes]:
     done = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
     others = [hr.observe(c) for c in desired if c["kind"] != "Job"]
     pod = hr.pod_of(done, exit_code=0, message=hr.success_result(dest))
-    ready_answer = hooks_model.model_sync(hr.sync_request(hr.next_parent(parent, first), [done, *others], [pod]), cfg)
+    ready_answer = hooks_model.model_sync(
+        hr.sync_request(hr.next_parent(parent, first), [done, *others], [pod]), cfg
+    )
     ready = hr.sync_request(hr.next_parent(parent, ready_answer), [done, *others], [pod])
     run = hr.observe(job, status=hr.job_status(active=1), annotations={"ai.deckhouse.io/progress": "42%"})
     publishing = hr.sync_request(hr.next_parent(parent, first), [run, *others], [hr.pod_of(run)])
@@ -84,11 +86,18 @@ def free_port() -> int:
 
 
 def start(app: str, port: int, cwd: Path, extra_path: str = "") -> subprocess.Popen:
-    env = {**os.environ, "AI_MODELS_LISTEN": f"127.0.0.1:{port}", "AI_MODELS_HOOK_WORKERS": "2",
-           "PYTHONPATH": os.pathsep.join(p for p in (extra_path, str(ROOT)) if p)}
+    env = {
+        **os.environ,
+        "AI_MODELS_LISTEN": f"127.0.0.1:{port}",
+        "AI_MODELS_HOOK_WORKERS": "2",
+        "PYTHONPATH": os.pathsep.join(p for p in (extra_path, str(ROOT)) if p),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "hooks" / "gunicorn_conf.py"), app],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -147,18 +156,49 @@ def load(port: int, body: bytes, seconds: float, clients: int) -> tuple[float, f
     return len(lat) / elapsed, p50, p99, sum(errors)
 
 
+def service_times(
+    app_spec: str, pythonpath: str, bodies: dict[str, bytes], n: int = 400
+) -> dict[str, tuple[float, float]]:
+    """In-process CPU cost per request (µs, best of 3) of echo and the app: no network, no load noise."""
+    import importlib
+    import types
+
+    echo_mod = types.ModuleType("bench_echo_inproc")
+    exec(ECHO_APP, echo_mod.__dict__)
+    if pythonpath:
+        sys.path.insert(0, pythonpath)
+    module, _, attr = app_spec.partition(":")
+    apps = {"echo": echo_mod.app, "sync": getattr(importlib.import_module(module), attr)}
+    out = {}
+    for scenario, body in bodies.items():
+        cost = []
+        for app in apps.values():
+            client = app.test_client()
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                for _ in range(n):
+                    client.post("/hooks/model/sync", data=body, content_type="application/json")
+                best = min(best, (time.perf_counter() - t) / n * 1e6)
+            cost.append(best)
+        out[scenario] = (cost[0], cost[1])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--app", default="hooks.app:app", help="WSGI app under test (default: the real one)")
+    ap.add_argument("--pythonpath", default="", help="extra import path for --app (experiments)")
     args = ap.parse_args()
     bodies = build_requests()
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "bench_echo_app.py").write_text(ECHO_APP)
         echo_port, hook_port = free_port(), free_port()
         echo = start("bench_echo_app:app", echo_port, Path(tmp), extra_path=tmp)
-        hook = start("hooks.app:app", hook_port, ROOT)
+        hook = start(args.app, hook_port, ROOT, extra_path=args.pythonpath)
         try:
             ok = True
             for scenario, body in bodies.items():
@@ -178,12 +218,21 @@ def main() -> int:
                 ratio, p99_ratio = s_rps / e_rps, s_p99 / e_p99
                 passed = ratio >= 0.6 and p99_ratio <= 2.0 and errs == 0
                 ok &= passed
-                print(f"[{scenario}] request {len(body)} bytes, {args.clients} clients, "
-                      f"{args.rounds}x{args.seconds:g}s rounds (medians)")
+                print(
+                    f"[{scenario}] request {len(body)} bytes, {args.clients} clients, "
+                    f"{args.rounds}x{args.seconds:g}s rounds (medians)"
+                )
                 print(f"  echo: {e_rps:7.0f} req/s  p50 {e_p50:6.2f} ms  p99 {e_p99:6.2f} ms")
                 print(f"  sync: {s_rps:7.0f} req/s  p50 {s_p50:6.2f} ms  p99 {s_p99:6.2f} ms")
-                print(f"  sync/echo throughput {ratio:.2f} (>= 0.60), p99 {p99_ratio:.2f}x (<= 2.00), "
-                      f"errors {errs}: {'PASS' if passed else 'FAIL'}")
+                print(
+                    f"  sync/echo throughput {ratio:.2f} (>= 0.60), p99 {p99_ratio:.2f}x (<= 2.00), "
+                    f"errors {errs}: {'PASS' if passed else 'FAIL'}"
+                )
+            for scenario, (e_us, s_us) in service_times(args.app, args.pythonpath, bodies).items():
+                print(
+                    f"[{scenario}] in-process cost per request: echo {e_us:.0f} us, sync {s_us:.0f} us "
+                    f"(ratio {e_us / s_us:.2f})"
+                )
             return 0 if ok else 1
         finally:
             for p in (echo, hook):

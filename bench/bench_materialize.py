@@ -4,7 +4,8 @@ In one run on one machine: push a ModelPack artifact holding one large GGUF
 layer; time a raw ``curl -o FILE`` GET of that blob (the ceiling: no hashing,
 no Python); time ``python -m jobs materialize`` of the artifact into a fresh
 directory (process start, manifest, streaming, sha256, rename) with its peak
-RSS; then the same command again on the filled directory (the skip path).
+RSS; the same ``materialize()`` call inside this process (the transfer
+without interpreter start-up); then the same command again on the filled directory (the skip path).
 Each contender runs ``ROUNDS`` times, alternating; the median counts.
 ``BENCH_DIR`` chooses the scratch directory (e.g. ``/dev/shm`` to take the
 disk out of the comparison).
@@ -54,6 +55,20 @@ def curl_get(url: str, out: Path) -> float:
     return dt
 
 
+def in_process(host: str, manifest: str, into: Path) -> float:
+    """The transfer alone (no interpreter start-up, no imports): ``materialize()`` in this process."""
+    from jobs.materialize import materialize
+    from lib.oci.client import RegistryClient
+
+    os.sync()
+    t = time.perf_counter()
+    with RegistryClient(host, insecure=True) as client:
+        materialize(client, "bench/materialize", manifest, into, log=lambda m: None)
+    dt = time.perf_counter() - t
+    shutil.rmtree(into)
+    return dt
+
+
 def main() -> int:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -68,9 +83,10 @@ def main() -> int:
         blob_url = f"{registry.url}/v2/bench/materialize/blobs/{layer}"
         curl_get(blob_url, work / "warm.out")  # registry's blob file into the page cache
         env = {"PYTHONPATH": str(ROOT)}
-        curl_s, mat_s, rss = [], [], 0
+        curl_s, mat_s, inproc_s, rss = [], [], [], 0
         for i in range(rounds):  # alternate, so background load hits both alike
             curl_s.append(curl_get(blob_url, work / "curl.out"))
+            inproc_s.append(in_process(registry.host, manifest, work / "inproc"))
             into = work / f"models-{i}" / "bench"
             cmd = [sys.executable, "-m", "jobs", "materialize", "--insecure-registry",
                    "--artifact", f"{registry.host}/bench/materialize@{manifest}", "--into", str(into)]
@@ -86,7 +102,7 @@ def main() -> int:
         assert rc == 0 and "nothing to do" in err, err
     finally:
         registry.stop()
-    t_curl, t_mat = statistics.median(curl_s), statistics.median(mat_s)
+    t_curl, t_mat, t_in = statistics.median(curl_s), statistics.median(mat_s), statistics.median(inproc_s)
     rows = {
         "size": mib(size),
         "curl_get_s": [round(x, 2) for x in curl_s],
@@ -94,6 +110,8 @@ def main() -> int:
         "curl_MiBps": round(size / t_curl / (1 << 20)),
         "materialize_MiBps": round(size / t_mat / (1 << 20)),
         "materialize_vs_curl_throughput": round(t_curl / t_mat, 3),
+        "in_process_s": [round(x, 2) for x in inproc_s],
+        "in_process_vs_curl_throughput": round(t_curl / t_in, 3),
         "materialize_peak_rss": mib(rss),
         "skip_s": round(skip_s, 2),
     }

@@ -72,6 +72,7 @@ BACKOFF_MAX_SECONDS = 600
 RESYNC_ACTIVE = 60  # while a Job runs (its changes trigger syncs anyway)
 RESYNC_PREFLIGHT = 300  # waiting for a Secret / catalog (related changes trigger syncs)
 RESYNC_IDLE = 0  # Ready or terminally Failed: nothing to poll
+RESYNC_SETTLE = 5  # a finished Job whose Pod status has not caught up yet
 
 CATALOG_REASONS = frozenset(
     {
@@ -135,7 +136,7 @@ def _conditions(m: ModelRef, v: Verdict, now: str) -> list[Obj]:
             if partial
             else f"{resolved.get('format')} model, family {resolved.get('family') or 'unknown'}"
         )
-        rows = [
+        rows: list[tuple[str, str, str, str]] = [
             (ConditionType.ARTIFACT_RESOLVED, cond.TRUE, Reason.ARTIFACT_PUBLISHED, v.message),
             (ConditionType.METADATA_RESOLVED, cond.TRUE, meta_reason, meta_msg),
             (ConditionType.READY, cond.TRUE, Reason.ARTIFACT_PUBLISHED, v.message),
@@ -264,7 +265,7 @@ def preflight(m: ModelRef, parent: Obj, related: Obj, config: Config) -> Preflig
             except SourceError as e:
                 raise _Refuse(Phase.FAILED, Reason.UNSUPPORTED_SOURCE, e.message) from None
             auth = _auth_secret(m, related)
-            return Preflight(kind, source_url=url, resolved_type=RESOLVED_TYPE[parsed.kind], auth=auth)
+            return Preflight(kind, source_url=str(url), resolved_type=RESOLVED_TYPE[parsed.kind], auth=auth)
         if kind == "upload":
             if not cond.parse_time(m.created):
                 raise HookInputError("parent.metadata.creationTimestamp is required for an upload source")
@@ -429,6 +430,16 @@ def _decide(
             result=out.success,
             **base,
         )
+    if out.unsettled:
+        return Verdict(
+            phase=Phase.PUBLISHING,
+            reason=Reason.PUBLISHING,
+            message=f"attempt {attempt}: the worker finished; waiting for its result",
+            children=current,
+            resync=RESYNC_SETTLE,
+            attempt=attempt,
+            **base,
+        )
     if out.error is not None and (out.job_finished or out.error[0] not in TRANSIENT_REASONS):
         verdict = _retry_or_fail(m, base, attempt, out.error, children_for)
         if verdict.phase == Phase.FAILED and not verdict.children:
@@ -512,8 +523,8 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
             objs = [
                 ch.registry_secret(m, config),
                 *ch.worker_rbac(m, job["metadata"]["name"]),
-                ch.upload_secret(m, config, token=token),
-                ch.upload_reader_role(m),
+                ch.upload_secret(m, config, session=s, token=token),
+                ch.upload_reader_role(m, session=s),
                 ch.upload_service(m, config),
                 job,
             ]
@@ -525,14 +536,19 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
 
     build = children_for_session(session)
     current = build(attempt, backoff_seconds(attempt))
-    upload = {"secretName": m.upload_secret, "expiresAt": _expires_at(m, config, session), "session": session}
-    base = {"resolved_type": pf.resolved_type, "upload": upload}
+    upload: Obj = {
+        "secretName": m.upload_secret(session),
+        "expiresAt": _expires_at(m, config, session),
+        "session": session,
+    }
+    base: dict[str, Any] = {"resolved_type": pf.resolved_type, "upload": upload}
     earlier = " (earlier sessions expired without an upload)" if session > 0 and not note else ""
     waiting = Verdict(
         phase=Phase.WAIT_FOR_UPLOAD,
         reason=Reason.WAITING_FOR_USER_UPLOAD,
         message=f"{note}upload session {session} is open until {upload['expiresAt']}{earlier}: "
-        f"read the URL and token from Secret {m.upload_secret} (Role {m.upload_reader_role} grants access)",
+        f"read the URL and token from Secret {m.upload_secret(session)} "
+        f"(Role {m.upload_reader_role} grants access)",
         children=current,
         attempt=attempt,
         **base,
@@ -637,7 +653,7 @@ def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     )
     cleanup: Obj = {"attempt": cattempt}
     finalized = False
-    if out.job_succeeded or (out.clean_exit and out.error is None):
+    if out.job_succeeded or out.clean_exit:  # a worker that exited 0 deleted the artifact
         finalized = True
         v.message = f"deleted {artifact}"
         v.resync = RESYNC_IDLE

@@ -313,7 +313,7 @@ def upload_job(
     vol, mount = _registry_volume(m.registry_secret)
     volumes = [
         vol,
-        _secret_volume("upload-token", m.upload_secret, [("token", "token")]),
+        _secret_volume("upload-token", m.upload_secret(session), [("token", "token")]),
         {"name": "scratch", "emptyDir": {"sizeLimit": UPLOAD_SCRATCH_SIZE}},
     ]
     mounts = [
@@ -452,7 +452,7 @@ def upload_urls(m: ModelRef, config: Config) -> tuple[str, str]:
     return internal, internal
 
 
-def upload_secret(m: ModelRef, config: Config, *, token: str) -> Obj:
+def upload_secret(m: ModelRef, config: Config, *, session: int, token: str) -> Obj:
     url, internal = upload_urls(m, config)
     data = {"url": _b64(url), "token": _b64(token)}
     if url != internal:
@@ -460,13 +460,13 @@ def upload_secret(m: ModelRef, config: Config, *, token: str) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _meta(m, m.upload_secret),
+        "metadata": _meta(m, m.upload_secret(session)),
         "type": "Opaque",
         "data": data,
     }
 
 
-def upload_reader_role(m: ModelRef) -> Obj:
+def upload_reader_role(m: ModelRef, *, session: int) -> Obj:
     """``get`` on the upload Secret only: what a user binds to read the URL and token."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -476,7 +476,7 @@ def upload_reader_role(m: ModelRef) -> Obj:
             {
                 "apiGroups": [""],
                 "resources": ["secrets"],
-                "resourceNames": [m.upload_secret],
+                "resourceNames": [m.upload_secret(session)],
                 "verbs": ["get"],
             }
         ],

@@ -64,9 +64,9 @@ class ModelRef:
     def cleanup_secret(self) -> str:
         return dns_label(f"{self.prefix}-cleanup-registry", self.name)
 
-    @property
-    def upload_secret(self) -> str:
-        return dns_label(f"{self.prefix}-upload", self.name)
+    def upload_secret(self, session: int) -> str:
+        """One Secret per session: a new upload server can never mount the previous token."""
+        return dns_label(f"{self.prefix}-upload", f"{self.name}-{session}")
 
     @property
     def upload_service(self) -> str:

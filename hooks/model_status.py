@@ -145,6 +145,9 @@ class Outcome:
     started: bool = False  # the Job exists (observed)
     progress: str = ""
     clean_exit: bool = False  # a worker container exited 0 without an error result
+    # The Job says it finished but its Pods (still listed) show no terminated worker yet:
+    # the Pod cache lags behind the Job's; wait for the result instead of guessing.
+    unsettled: bool = False
 
 
 def _job_condition(job: Obj, type_: str) -> Obj | None:
@@ -156,6 +159,7 @@ def _job_condition(job: Obj, type_: str) -> Obj | None:
 
 def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
     """Combine the observed Job and its Pods into one verdict (pure, order-independent)."""
+    pods = list(pods)
     terms = sorted(
         (t for p in pods for t in _terminations(p)),
         key=lambda t: (parse_time(t.finished_at) is None, t.finished_at, t.exit_code, t.reason, t.tail),
@@ -186,6 +190,8 @@ def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
         failed_cond = _job_condition(job, "Failed")
         succeeded = bool(_job_condition(job, "Complete")) or (st.get("succeeded") or 0) >= 1
         failed = bool(failed_cond) and not succeeded
+        if (failed or succeeded) and pods and not terms:
+            return Outcome(started=True, unsettled=True)
         if failed and error is None:
             why = failed_cond.get("reason") or "Failed" if failed_cond else "Failed"
             msg = failed_cond.get("message") if failed_cond else ""

@@ -12,7 +12,11 @@ Runs as the init container the workload webhook injects. What it promises:
   ``DIR/.ai-models-digest`` (the manifest digest) is written last, after every
   file is in place;
 * file paths come from the manifest's ``org.cncf.model.filepath`` (or the older
-  ``org.cnai`` annotation) and may not leave DIR.
+  ``org.cnai`` annotation) and may not leave DIR;
+* raw layers are written as files; tar layers (plain, gzip, zstd: what other
+  ModelPack tools push, e.g. through a catalog import) are fetched and
+  verified like any blob into ``DIR/.ai-models-tmp``, then unpacked with the
+  member checks of ``lib.archive`` (no links, no escaping paths).
 
 Exit status 0 on success; otherwise 1 with one actionable line on stderr (the
 injected container uses ``FallbackToLogsOnError``, so it becomes the pod's
@@ -25,6 +29,7 @@ import argparse
 import hashlib
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -39,6 +44,8 @@ from lib.oci.reference import InvalidReference, Reference
 
 MARKER = ".ai-models-digest"
 PARTIAL = ".partial"
+SCRATCH = ".ai-models-tmp"  # verified tar layer blobs, before unpacking
+_TAR_KINDS = {"tar": "tar", "tar+gzip": "tar.gz", "tar+zstd": "tar.zst"}  # → lib.archive.ArchiveKind
 HASH_CHUNK = 4 << 20
 ATTEMPTS = 3  # per blob, when the connection drops mid-stream
 RETRY_DELAY = 1.0
@@ -130,19 +137,47 @@ def materialize(
     root = into.resolve()
     summary = Summary(digest=digest)
     for path, desc in layers:
-        if not desc["mediaType"].endswith(".raw"):
-            raise MaterializeError(
-                f"layer {path} has media type {desc['mediaType']}: only raw layers are supported"
-            )
-        final = _inside(root, path)
+        kind = modelpack.layer_kind(desc["mediaType"])
+        packaging = kind[1] if kind else "raw" if desc["mediaType"].endswith(".raw") else None
+        if packaging == "raw":
+            final = _inside(root, path)
+        elif packaging in _TAR_KINDS:
+            final = _inside(root, f"{SCRATCH}/{desc['digest'].split(':', 1)[1]}", ours=True)
+        else:
+            raise MaterializeError(f"layer {path} has media type {desc['mediaType']}, which it cannot unpack")
         fetched, reused = _fetch(client, repository, desc["digest"], desc["size"], final, log)
-        summary.files += 1
         summary.downloaded_bytes += fetched
         summary.reused_bytes += reused
+        if packaging == "raw":
+            summary.files += 1
+        else:
+            summary.files += _unpack(final, _TAR_KINDS[packaging], root, path)
+    shutil.rmtree(into / SCRATCH, ignore_errors=True)
     tmp = into / (MARKER + PARTIAL)
     tmp.write_text(digest + "\n")
     os.replace(tmp, marker)
     return summary
+
+
+def _unpack(blob: Path, kind: str, root: Path, layer_path: str) -> int:
+    """Extract a verified tar layer into ``root`` (member paths checked by ``lib.archive``); drop the blob."""
+    from lib import archive  # only tar layers need it (and its compressors): keep start-up short
+
+    count = 0
+    try:
+        with open(blob, "rb") as f:
+            for member in archive.walk_tar(f, archive.ArchiveKind(kind)):
+                final = _inside(root, member.path)
+                partial = final.with_name(final.name + PARTIAL)
+                with open(partial, "wb") as out:
+                    for chunk in member.chunks():
+                        out.write(chunk)
+                os.replace(partial, final)
+                count += 1
+    except archive.ArchiveError as e:
+        raise MaterializeError(f"layer {layer_path}: {e.message}") from None
+    blob.unlink()
+    return count
 
 
 def _read_marker(marker: Path) -> str | None:
@@ -152,10 +187,15 @@ def _read_marker(marker: Path) -> str | None:
         return None
 
 
-def _inside(root: Path, path: str) -> Path:
-    """``root/path``, refusing anything that resolves outside ``root`` (``..``, symlinks)."""
+def _inside(root: Path, path: str, *, ours: bool = False) -> Path:
+    """``root/path``, refusing anything that resolves outside ``root`` (``..``, symlinks).
+
+    Names this step uses itself (marker, ``.partial``, scratch) are refused
+    for the manifest's paths (``ours`` False).
+    """
     final = (root / path).resolve()
-    if final == root or root not in final.parents or path.endswith(PARTIAL) or path == MARKER:
+    reserved = path.endswith(PARTIAL) or path == MARKER or path.split("/", 1)[0] == SCRATCH
+    if final == root or root not in final.parents or (reserved and not ours):
         raise MaterializeError(f"file path {path!r} in the manifest escapes the target directory")
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.parent.resolve() != final.parent:

@@ -209,6 +209,9 @@ def parse_put(headers: Any, query: str) -> PutRequest:
     te = (headers.get("Transfer-Encoding") or "").lower()
     length: int | None = None
     if te:
+        if headers.get("Content-Length") is not None:
+            # Both framings at once is how requests get smuggled; refuse rather than guess.
+            raise ArchiveError(400, "send Content-Length or Transfer-Encoding: chunked, not both")
         if te != "chunked":
             raise ArchiveError(501, f"Transfer-Encoding {te!r} is not supported")
     else:
@@ -230,7 +233,10 @@ def body_chunks(rfile: Any, length: int | None) -> Iterator[bytes]:
         return
     remaining = length
     while remaining:
-        b = rfile.read1(min(CHUNK, remaining))
+        # read() fills whole chunks (fewer, larger pieces downstream). If the
+        # socket fails inside a read, that read's bytes are dropped, but they
+        # never reached the feed, so the resume offset stays exact.
+        b = rfile.read(min(CHUNK, remaining))
         if not b:
             raise _Cut(f"{length - remaining} of {length} bytes")
         remaining -= len(b)
@@ -254,7 +260,7 @@ def _dechunked(rfile: Any) -> Iterator[bytes]:
                 if t in (b"\r\n", b"\n"):
                     return
         while size:
-            b = rfile.read1(min(CHUNK, size))
+            b = rfile.read(min(CHUNK, size))
             if not b:
                 raise _Cut("chunked body cut")
             size -= len(b)

@@ -31,6 +31,8 @@ class Config:
     # Workload delivery mode: "InitContainer" is the one implemented.
     delivery_mode: str = "InitContainer"
     hook_service_url: str = "http://ai-models-hooks.d8-ai-models.svc:8080"
+    # "HH:MM-HH:MM" UTC: no push tokens while registry garbage collection may run.
+    registry_gc_window: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -57,4 +59,5 @@ class Config:
             upload_external_base=env.get("AI_MODELS_UPLOAD_EXTERNAL_BASE", d.upload_external_base),
             delivery_mode=env.get("AI_MODELS_DELIVERY_MODE", d.delivery_mode),
             hook_service_url=env.get("AI_MODELS_HOOK_SERVICE_URL", d.hook_service_url),
+            registry_gc_window=env.get("AI_MODELS_REGISTRY_GC_WINDOW", d.registry_gc_window),
         )

@@ -42,6 +42,10 @@ ANNOTATION_BLOCKED = "ai.deckhouse.io/model-delivery-blocked"
 # rolls out (and its generation moves, which also refreshes Metacontroller's
 # customize cache, keyed by generation).
 ANNOTATION_TEMPLATE = "ai.deckhouse.io/model-digests"
+# Label the webhook keeps on workloads that name a model in either annotation.
+# The DecoratorController selects on it: Metacontroller keeps one selector per
+# kind, and an annotation selector cannot say "model OR clustermodel".
+LABEL_CONSUMER = "ai.deckhouse.io/model-consumer"
 
 PREFIX = "ai-models-"
 CACHE_VOLUME = "ai-models-cache"
@@ -524,25 +528,43 @@ class Mutation:
 
 
 def mutate_object(obj: Mapping[str, Any], config: Config) -> Mutation:
-    """The JSONPatch that brings ``obj``'s pod template to its desired state.
+    """The JSONPatch that brings ``obj``'s consumer label and pod template to their desired state.
 
-    Unknown kinds and unknown delivery modes pass untouched, with a warning.
+    Unknown kinds and, for objects that name models, unknown delivery modes
+    pass untouched, with a warning.
     """
     path = template_path(obj)
     if path is None:
         return Mutation([], [f"ai-models: {obj.get('kind')} is not a workload kind it mutates"], None)
     state, warnings = desired_state(obj)
+    warnings = [f"ai-models: {w}" for w in warnings]
+    if state is not None and config.delivery_mode not in DELIVERY_MODES:
+        warning = f"ai-models: delivery mode {config.delivery_mode!r} is not implemented; object untouched"
+        return Mutation([], [*warnings, warning], state)
+    meta = obj.get("metadata") or {}
+    ops = _label_patch(meta, has_model_annotations(meta.get("annotations")))
     template: Any = obj
     for part in path:
         template = template.get(part) if isinstance(template, dict) else None
     if not isinstance(template, dict):
-        return Mutation([], [*warnings, f"ai-models: {'.'.join(path)} is missing"], state)
-    if state is not None and config.delivery_mode not in DELIVERY_MODES:
-        warning = f"ai-models: delivery mode {config.delivery_mode!r} is not implemented; template untouched"
-        return Mutation([], [*warnings, warning], state)
+        return Mutation(ops, [*warnings, f"ai-models: {'.'.join(path)} is missing"], state)
     new = render(template, state, config)
     prefix = "".join(f"/{_escape(p)}" for p in path)
-    return Mutation(json_patch(template, new, prefix), [f"ai-models: {w}" for w in warnings], state)
+    return Mutation([*ops, *json_patch(template, new, prefix)], warnings, state)
+
+
+def _label_patch(meta: Mapping[str, Any], consumer: bool) -> list[dict[str, Any]]:
+    labels = meta.get("labels")
+    current = dict(labels) if isinstance(labels, dict) else {}
+    wanted = dict(current)
+    if consumer:
+        wanted[LABEL_CONSUMER] = "true"
+    else:
+        wanted.pop(LABEL_CONSUMER, None)
+    if wanted == current:
+        return []
+    old = {"labels": labels} if "labels" in meta else {}
+    return json_patch(old, {"labels": wanted}, "/metadata")
 
 
 # ------------------------------------------------------------------ JSONPatch

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 from lib.api.types import ResolvedInfo
+from lib.formats.metadata import Resolution
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
@@ -29,6 +30,10 @@ WEIGHT_CONFIG_RAW = "application/vnd.cncf.model.weight.config.v1.raw"
 DOC_RAW = "application/vnd.cncf.model.doc.v1.raw"
 CODE_RAW = "application/vnd.cncf.model.code.v1.raw"
 DATASET_RAW = "application/vnd.cncf.model.dataset.v1.raw"
+
+# Aliases the pipeline uses.
+CONFIG_MEDIA_TYPE = CONFIG
+MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 
 ANNOTATION_FILEPATH = "org.cncf.model.filepath"
 LEGACY_ANNOTATION_FILEPATH = "org.cnai.model.filepath"
@@ -178,7 +183,7 @@ def capabilities(resolved: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_config(
-    resolved: Any,
+    resolved: Resolution | Mapping[str, Any],
     layers: Iterable[Descriptor],
     *,
     name: str,
@@ -198,9 +203,9 @@ def build_config(
     reproducible.
     """
     info: Mapping[str, Any]
-    if hasattr(resolved, "info"):
+    if isinstance(resolved, Resolution):
         info = resolved.info
-        precision = precision or getattr(resolved, "precision", "")
+        precision = precision or resolved.precision
     else:
         info = resolved
     ordered = sort_layers(layers)

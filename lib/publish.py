@@ -147,26 +147,23 @@ def publish(
             pushed[check_path(f.path)] = push_file(client, repo, f, progress)
         layout = detect_layout(sorted(pushed))
         facts = {p: pf.facts for p, pf in pushed.items()}
-        resolved, _partial = resolve(layout, facts, snapshot.hints)
+        resolution = resolve(layout, facts, snapshot.hints)
     except FormatError as e:
         raise PublishError(Reason.PUBLICATION_FAILED, str(e)) from e
 
-    roles = {p: "weight" for p in layout.weights}
-    roles.update({p: "config" for p in layout.configs})
-    roles.update({p: "doc" for p in layout.docs})
     layers = []
-    for path in sorted(roles):
+    for path in sorted({*layout.weights, *layout.configs, *layout.docs}):
         pf = pushed[path]
         layers.append(
             {
-                "mediaType": modelpack.layer_media_type(path, roles[path]),
+                "mediaType": modelpack.layer_media_type(path, layout.role(path)),
                 "digest": pf.descriptor.digest,
                 "size": pf.descriptor.size,
                 "annotations": {modelpack.ANNOTATION_FILEPATH: path},
             }
         )
     config = modelpack.build_config(
-        resolved,
+        resolution,
         layers,
         name=name or posixpath.basename(repo.rstrip("/")),
         source_url=source_url,
@@ -193,8 +190,9 @@ def publish(
             "mediaType": modelpack.MANIFEST_MEDIA_TYPE,
             "sizeBytes": size,
         },
-        "resolved": resolved,
+        "resolved": resolution.info,
         "source": source,  # type: ignore[typeddict-item]
+        "metadata": {"partial": resolution.partial, "missing": list(resolution.missing)},
     }
 
 

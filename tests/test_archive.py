@@ -163,9 +163,32 @@ def test_archive_without_filename_gets_a_hint(small_model):
 
 @pytest.mark.parametrize(
     "name",
-    ["../x", "a/../../x", "a/..", "/etc/passwd", "C:/x", "c:x", "a\\b", "..\\x", "a\x00b", "a\nb", "x" * 2000],
-    ids=["dotdot", "inner-dotdot", "trailing-dotdot", "absolute", "drive", "drive-rel", "backslash",
-         "win-dotdot", "nul", "newline", "long"],  # fmt: skip
+    [
+        "../x",
+        "a/../../x",
+        "a/..",
+        "/etc/passwd",
+        "C:/x",
+        "c:x",
+        "a\\b",
+        "..\\x",
+        "a\x00b",
+        "a\nb",
+        "x" * 2000,
+    ],
+    ids=[
+        "dotdot",
+        "inner-dotdot",
+        "trailing-dotdot",
+        "absolute",
+        "drive",
+        "drive-rel",
+        "backslash",
+        "win-dotdot",
+        "nul",
+        "newline",
+        "long",
+    ],  # fmt: skip
 )
 def test_hostile_names(name):
     with pytest.raises(ArchiveError) as e:
@@ -173,7 +196,9 @@ def test_hostile_names(name):
     assert e.value.status == 400
 
 
-@pytest.mark.parametrize("name,want", [("./a/b", "a/b"), ("a//b", "a/b"), ("a/./b", "a/b"), (".", None), ("./", None)])
+@pytest.mark.parametrize(
+    "name,want", [("./a/b", "a/b"), ("a//b", "a/b"), ("a/./b", "a/b"), (".", None), ("./", None)]
+)
 def test_names_normalised(name, want):
     assert member_path(name) == want
 
@@ -199,7 +224,10 @@ def test_real_minilm_tar_zst(minilm_dir, tmp_path):
     with tarfile.open(fileobj=raw, mode="w") as tf:
         tf.add(minilm_dir, arcname=".")
     data = compress(raw.getvalue(), ArchiveKind.TAR_ZST)
-    got = {m.path: (m.size, sum(len(c) for c in m.chunks())) for m in walk_tar(Trickle(data), ArchiveKind.TAR_ZST)}
+    got = {
+        m.path: (m.size, sum(len(c) for c in m.chunks()))
+        for m in walk_tar(Trickle(data), ArchiveKind.TAR_ZST)
+    }
     want = {k: (len(v), len(v)) for k, v in tree_files(minilm_dir).items() if not k.startswith(".")}
     assert got == want
     assert "1_Pooling/config.json" in got
@@ -225,7 +253,12 @@ def test_gnu_tar_format_and_directories(small_model, tmp_path):
 
 
 def test_dotfiles_and_macos_forks_are_skipped(tmp_path):
-    files = {"config.json": b"{}", ".gitattributes": b"x", "__MACOSX/._config.json": b"y", "a/.DS_Store": b"z"}
+    files = {
+        "config.json": b"{}",
+        ".gitattributes": b"x",
+        "__MACOSX/._config.json": b"y",
+        "a/.DS_Store": b"z",
+    }
     assert walk_bytes(make_zip(files), ArchiveKind.ZIP, tmp_path) == {"config.json": b"{}"}
     assert walk_bytes(make_tar(files), ArchiveKind.TAR, tmp_path) == {"config.json": b"{}"}
 
@@ -297,7 +330,10 @@ def test_nested_archive_by_name_and_by_magic(small_model, tmp_path):
 
 
 def test_pytorch_zip_checkpoints_are_not_nested_archives(tmp_path):
-    files = {"model_index.json": b"{}", "unet/diffusion_pytorch_model.bin": make_zip({"archive/data.pkl": b"x"})}
+    files = {
+        "model_index.json": b"{}",
+        "unet/diffusion_pytorch_model.bin": make_zip({"archive/data.pkl": b"x"}),
+    }
     assert walk_bytes(make_tar(files), ArchiveKind.TAR, tmp_path) == files
 
 
@@ -446,7 +482,9 @@ def test_not_a_zip(tmp_path):
 
 def snapshot_files(data: bytes, up: upload.Upload, tmp_path: Path, **kw) -> dict[str, bytes]:
     scratch = tmp_path / "scratch"
-    snap = upload.snapshot(Trickle(data), up, scratch_dir=str(scratch), max_spool_bytes=kw.pop("spool", 1 << 30))
+    snap = upload.snapshot(
+        Trickle(data), up, scratch_dir=str(scratch), max_spool_bytes=kw.pop("spool", 1 << 30)
+    )
     out = {}
     try:
         for f in snap.files:
@@ -497,7 +535,9 @@ def test_empty_archive_and_empty_upload(tmp_path):
 
 def test_magic_mismatch_before_any_file(small_model, tmp_path):
     with pytest.raises(ArchiveError, match="should be a zip"):
-        snapshot_files(make_tar(small_model, ArchiveKind.TAR_GZ), upload.Upload(ArchiveKind.ZIP, "b.zip"), tmp_path)
+        snapshot_files(
+            make_tar(small_model, ArchiveKind.TAR_GZ), upload.Upload(ArchiveKind.ZIP, "b.zip"), tmp_path
+        )
 
 
 def test_gguf_walker_needs_the_magic():
@@ -507,7 +547,9 @@ def test_gguf_walker_needs_the_magic():
 
 def test_reopening_at_an_offset_is_refused(tmp_path):
     data = make_gguf(tmp_path / "m.gguf").read_bytes()
-    snap = upload.snapshot(io.BytesIO(data), upload.Upload(ArchiveKind.GGUF), scratch_dir=str(tmp_path), max_spool_bytes=1)
+    snap = upload.snapshot(
+        io.BytesIO(data), upload.Upload(ArchiveKind.GGUF), scratch_dir=str(tmp_path), max_spool_bytes=1
+    )
     f = next(iter(snap.files))
     with pytest.raises(Exception, match="cannot be re-read"):
         with f.open(5):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,43 @@ def test_broken_config_json_is_refused() -> None:
         inspect_bytes("config.json", b"{not json")
     with pytest.raises(FormatError, match="model_index.json"):
         inspect_bytes("model_index.json", b"\xff\xfe")
+
+
+# --- reading only what is needed (blobs the registry already holds) ------------
+
+
+def _feed_until_satisfied(path: str, data: bytes, chunk: int = 7) -> tuple[Any, int]:
+    ins = inspector_for(path)
+    fed = 0
+    while ins.wants_more and fed < len(data):
+        ins.feed(data[fed : fed + chunk])
+        fed += len(data[fed : fed + chunk])
+    return ins, fed
+
+
+@pytest.mark.parametrize("name", ["m.gguf", "m.safetensors"])
+def test_header_only_reads_give_the_same_facts(tmp_path: Path, name: str) -> None:
+    from tests.support.models import make_gguf, make_safetensors_file
+
+    path = make_gguf(tmp_path / name) if name.endswith(".gguf") else make_safetensors_file(tmp_path / name)
+    data = path.read_bytes()
+    ins, fed = _feed_until_satisfied(name, data)
+    assert fed < len(data), "the weights themselves are not needed"
+    assert ins.finish(len(data)) == inspect_bytes(name, data)
+    ins, fed = _feed_until_satisfied(name, data)
+    with pytest.raises(FormatError):
+        ins.finish(fed)  # the blob is only as long as the header: data out of bounds
+    ins, fed = _feed_until_satisfied(name, data)
+    with pytest.raises(FormatError, match="arrived"):
+        ins.finish(fed - 1)
+
+
+def test_counting_inspector_wants_whole_metadata_files_only() -> None:
+    ins = inspector_for("config.json")
+    ins.feed(b'{"a":')
+    assert ins.wants_more
+    partial = ins.finish(100)
+    assert partial.content is None and partial.size == 100, "never keep half a config"
+    other = inspector_for("README.md")
+    assert not other.wants_more
+    assert other.finish(42).size == 42

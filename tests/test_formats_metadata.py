@@ -285,3 +285,28 @@ def test_diffusers_variants_counted_once_and_bin_weights_unknown(tmp_path: Path)
 )
 def test_parse_param_size(text: Any, value: int | None) -> None:
     assert parse_param_size(text) == value
+
+
+@pytest.mark.parametrize(
+    ("template", "features"),
+    [
+        ("{{ if .Tools }}{{ range .Tools }}{{ . }}{{ end }}{{ end }}{{ .Prompt }}", ["ToolCalling"]),
+        ("{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Prompt }}", ["Thinking"]),
+        ("{{ .System }} {{ .Prompt }}", []),
+    ],
+    ids=["ollama-tools", "ollama-thinking", "ollama-plain"],
+)
+def test_ollama_template_file(tmp_path: Path, template: str, features: list[str]) -> None:
+    """An Ollama model: GGUF without a template in its header, the template as its own layer."""
+    make_gguf(tmp_path / "model.gguf")
+    (tmp_path / "template").write_text(template)
+    res = resolve_dir(tmp_path)
+    assert res.info["supportedEndpointTypes"] == ["Chat", "TextGeneration"]
+    assert res.info["supportedFeatures"] == features
+
+
+def test_resolution_unpacks_as_info_and_partial(tmp_path: Path) -> None:
+    make_gguf(tmp_path / "model.gguf", context_length=None)
+    res = resolve_dir(tmp_path)
+    info, partial = res
+    assert info is res.info and partial is True and res.missing == ["contextWindowTokens"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 import jobs.materialize as mat
 from jobs.cli import main
@@ -161,6 +165,65 @@ def test_existing_verified_file_is_reused_and_a_wrong_one_replaced(artifact, tmp
     s = mat.materialize(artifact["client"], artifact["repo"], artifact["digest"], into, log=lambda m: None)
     assert_materialized(into, artifact)
     assert s.reused_bytes == len(artifact["files"]["model.gguf"])
+
+
+@pytest.mark.parametrize("packaging", ["tar", "tar+gzip", "tar+zstd"])
+def test_tar_layers_are_unpacked(registry, tmp_path, packaging):
+    """Other ModelPack tools push companion files as tar layers; a catalog import keeps them."""
+    files = {"tokenizer/vocab.txt": b"a\nb\n", "tokenizer/merges.txt": os.urandom(3000)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    blob = {"tar": raw, "tar+gzip": gzip.compress(raw),
+            "tar+zstd": zstandard.ZstdCompressor().compress(raw)}[packaging]
+    client = RegistryClient(registry.host, insecure=True)
+    repo = f"materialize/tar-{packaging.replace('+', '-')}"
+    weights = make_gguf(tmp_path / "w.gguf").read_bytes()
+    dw = client.push_blob(repo, [weights])
+    dt = client.push_blob(repo, [blob])
+    layers = [modelpack.layer_descriptor("model.gguf", "weight", dw.digest, dw.size),
+              modelpack.descriptor(f"application/vnd.cnai.model.weight.config.v1.{packaging}", dt.digest, dt.size,
+                                   {modelpack.LEGACY_ANNOTATION_FILEPATH: "tokenizer"})]
+    cd = client.push_bytes(repo, b"{}", "application/vnd.cnai.model.config.v1+json")
+    body = modelpack.canonical_json({"schemaVersion": 2, "mediaType": modelpack.OCI_MANIFEST,
+                                     "config": modelpack.descriptor("application/vnd.cnai.model.config.v1+json",
+                                                                    cd.digest, cd.size),
+                                     "layers": layers})
+    digest = client.put_manifest(repo, "v1", body, modelpack.OCI_MANIFEST)
+    into = tmp_path / "m"
+    s = mat.materialize(client, repo, digest, into, log=lambda m: None)
+    assert s.files == 3
+    for name, data in files.items():
+        assert (into / name).read_bytes() == data
+    assert (into / "model.gguf").read_bytes() == weights
+    assert not (into / mat.SCRATCH).exists()
+
+
+def test_hostile_tar_layer_is_refused(registry, tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("link")
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = "/etc/passwd"
+        tf.addfile(ti)
+    client = RegistryClient(registry.host, insecure=True)
+    repo = "materialize/hostile-tar"
+    dt = client.push_blob(repo, [buf.getvalue()])
+    layer = modelpack.descriptor("application/vnd.cncf.model.doc.v1.tar", dt.digest, dt.size,
+                                 {modelpack.ANNOTATION_FILEPATH: "docs"})
+    cd = client.push_bytes(repo, b"{}", modelpack.CONFIG)
+    body = modelpack.canonical_json({"schemaVersion": 2, "mediaType": modelpack.OCI_MANIFEST,
+                                     "artifactType": modelpack.ARTIFACT_TYPE,
+                                     "config": modelpack.descriptor(modelpack.CONFIG, cd.digest, cd.size),
+                                     "layers": [layer]})
+    digest = client.put_manifest(repo, "v1", body, modelpack.OCI_MANIFEST)
+    with pytest.raises(mat.MaterializeError, match="link"):
+        mat.materialize(client, repo, digest, tmp_path / "m", log=lambda m: None)
+    assert not (tmp_path / "m" / "link").exists() and not (tmp_path / "m" / ".ai-models-digest").exists()
 
 
 def test_symlink_escape_is_refused(artifact, tmp_path):

@@ -27,8 +27,14 @@ from tests.support import crd_validate
 from tests.support import hookreq as hr
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = Config(namespace="d8-ai-models", registry="dmcr.test:5000", worker_image="worker:test",
-             signing_key=b"k" * 32, upload_ttl_seconds=3600, upload_port=8080)
+CFG = Config(
+    namespace="d8-ai-models",
+    registry="dmcr.test:5000",
+    worker_image="worker:test",
+    signing_key=b"k" * 32,
+    upload_ttl_seconds=3600,
+    upload_port=8080,
+)
 CRDS = {
     "Model": yaml.safe_load((ROOT / "crds" / "models.yaml").read_text()),
     "ClusterModel": yaml.safe_load((ROOT / "crds" / "clustermodels.yaml").read_text()),
@@ -67,8 +73,11 @@ def cond(answer, type_="Ready"):
 
 
 def running(job, progress=None):
-    return hr.observe(job, status=hr.job_status(active=1),
-                      annotations={"ai.deckhouse.io/progress": progress} if progress else None)
+    return hr.observe(
+        job,
+        status=hr.job_status(active=1),
+        annotations={"ai.deckhouse.io/progress": progress} if progress else None,
+    )
 
 
 # ---------------------------------------------------------------- fresh publish
@@ -90,9 +99,15 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
     c = pod["containers"][0]
     assert c["image"] == "worker:test" and c["command"] == ["python", "-m", "jobs"]
     assert c["args"] == [
-        "publish", "--source", "https://huggingface.co/BAAI/bge-m3", "--destination", f"dmcr.test:5000/{repo}",
-        "--registry-auth-file", "/var/run/ai-models/registry/.dockerconfigjson",
-        "--result-file", "/dev/termination-log",
+        "publish",
+        "--source",
+        "https://huggingface.co/BAAI/bge-m3",
+        "--destination",
+        f"dmcr.test:5000/{repo}",
+        "--registry-auth-file",
+        "/var/run/ai-models/registry/.dockerconfigjson",
+        "--result-file",
+        "/dev/termination-log",
     ]
     assert job["spec"]["template"]["metadata"]["labels"][LABEL_MODEL_UID] == uid
     assert {e["name"]: e["value"] for e in c["env"]}["AI_MODELS_JOB_NAME"] == job["metadata"]["name"]
@@ -107,7 +122,11 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is True
     spec = job["spec"]
-    assert spec["backoffLimit"] >= 0 and spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
+    assert (
+        spec["backoffLimit"] >= 0
+        and spec["activeDeadlineSeconds"] > 0
+        and spec["ttlSecondsAfterFinished"] > 0
+    )
     rule = spec["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2]
     assert "initContainers" not in pod  # no backoff on the first attempt
@@ -123,12 +142,20 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
 
     # RBAC: get/patch on its own Job only; the pod runs as that ServiceAccount.
     role = hr.find_child(a, "Role")
-    assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"],
-                              "resourceNames": [job["metadata"]["name"]], "verbs": ["get", "patch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "resourceNames": [job["metadata"]["name"]],
+            "verbs": ["get", "patch"],
+        }
+    ]
     rb = hr.find_child(a, "RoleBinding")
     sa = hr.find_child(a, "ServiceAccount")
     assert rb["roleRef"]["name"] == role["metadata"]["name"]
-    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ai-demo"}]
+    assert rb["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ai-demo"}
+    ]
     assert pod["serviceAccountName"] == sa["metadata"]["name"] and sa["automountServiceAccountToken"] is False
 
 
@@ -144,12 +171,16 @@ def test_ollama_clustermodel_children_live_in_module_namespace():
     assert args[args.index("--destination") + 1] == f"dmcr.test:5000/{repo}"
     assert hr.find_child(a, "RoleBinding")["subjects"][0]["namespace"] == "d8-ai-models"
     other = sync(hr.cluster_model("x"))  # another ClusterModel in the same namespace: no name clash
-    assert not ({c["metadata"]["name"] for c in a["children"]} & {c["metadata"]["name"] for c in other["children"]})
+    assert not (
+        {c["metadata"]["name"] for c in a["children"]} & {c["metadata"]["name"] for c in other["children"]}
+    )
 
 
 def test_insecure_registry_flag_is_passed():
     a = sync(hr.model(), config=Config(registry="r:5000", registry_insecure=True))
-    assert "--insecure-registry" in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        "--insecure-registry" in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 # ---------------------------------------------------------------- malformed URLs and bad sources
@@ -167,7 +198,16 @@ def test_insecure_registry_flag_is_passed():
         "",
         "https://huggingface.co/datasets/foo/bar",
     ],
-    ids=["http", "no-repo", "unknown-host", "ollama-no-library", "ollama-no-name", "garbage", "empty", "dataset"],
+    ids=[
+        "http",
+        "no-repo",
+        "unknown-host",
+        "ollama-no-library",
+        "ollama-no-name",
+        "garbage",
+        "empty",
+        "dataset",
+    ],
 )
 def test_malformed_url_fails_at_sync_without_job(url):
     a = sync(hr.model(source={"url": url}))
@@ -177,7 +217,9 @@ def test_malformed_url_fails_at_sync_without_job(url):
 
 def test_source_with_two_kinds_is_unsupported():
     a = sync(hr.model(source={"url": "https://huggingface.co/a/b", "upload": {}}))
-    assert a["status"]["phase"] == "Failed" and cond(a)["reason"] == "UnsupportedSource" and a["children"] == []
+    assert (
+        a["status"]["phase"] == "Failed" and cond(a)["reason"] == "UnsupportedSource" and a["children"] == []
+    )
 
 
 # ---------------------------------------------------------------- auth Secret
@@ -210,7 +252,9 @@ def test_missing_auth_secret_fails_then_recovers_when_it_appears():
 def test_auth_secret_without_token_keys_is_invalid():
     secret = hr.secret("hf-private-token", "ai-demo", {"password": "x"})
     a = sync(hr.model("private-llm", source=AUTH), related=[secret])
-    assert a["status"]["phase"] == "Failed" and cond(a)["reason"] == "AuthSecretInvalid" and a["children"] == []
+    assert (
+        a["status"]["phase"] == "Failed" and cond(a)["reason"] == "AuthSecretInvalid" and a["children"] == []
+    )
     for key in ("token", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         assert key in cond(a)["message"]
 
@@ -227,7 +271,11 @@ def test_auth_secret_without_token_keys_is_invalid():
 )
 def test_first_present_token_key_is_mounted(data, chosen):
     a = sync(hr.model("private-llm", source=AUTH), related=[hr.secret("hf-private-token", "ai-demo", data)])
-    vol = next(v for v in hr.find_child(a, "Job")["spec"]["template"]["spec"]["volumes"] if v["name"] == "source-auth")
+    vol = next(
+        v
+        for v in hr.find_child(a, "Job")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "source-auth"
+    )
     assert vol["secret"]["items"] == [{"key": chosen, "path": "token"}]
 
 
@@ -250,7 +298,9 @@ def test_publishing_shows_progress_from_job_annotation():
     b = sync(hr.next_parent(parent, a), [job])
     assert b["status"]["phase"] == "Publishing" and b["status"]["progress"] == "42%"
     assert cond(b)["reason"] == "Publishing" and "42%" in cond(b)["message"]
-    assert sorted(c["metadata"]["name"] for c in b["children"]) == sorted(c["metadata"]["name"] for c in a["children"])
+    assert sorted(c["metadata"]["name"] for c in b["children"]) == sorted(
+        c["metadata"]["name"] for c in a["children"]
+    )
     # Junk in the annotation is ignored.
     c = sync(hr.next_parent(parent, a), [running(hr.find_child(a, "Job"), "lots")])
     assert c["status"]["progress"] == "0%"
@@ -258,8 +308,10 @@ def test_publishing_shows_progress_from_job_annotation():
 
 def _ready_flow(parent):
     a = sync(parent)
-    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(succeeded=1, condition="Complete",
-                                                                     finished="2026-01-01T00:10:01Z"))
+    job = hr.observe(
+        hr.find_child(a, "Job"),
+        status=hr.job_status(succeeded=1, condition="Complete", finished="2026-01-01T00:10:01Z"),
+    )
     dest = job["spec"]["template"]["spec"]["containers"][0]["args"][4]
     pod = hr.pod_of(job, exit_code=0, message=hr.success_result(dest))
     b = sync(hr.next_parent(parent, a), [job], [pod])
@@ -289,8 +341,9 @@ def test_ready_from_pod_result_then_sticky_after_pod_is_gone():
 def test_failed_result_is_permanent_and_sticky():
     parent = hr.model()
     a = sync(parent)
-    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed",
-                                                                     reason="PodFailurePolicy"))
+    job = hr.observe(
+        hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed", reason="PodFailurePolicy")
+    )
     pod = hr.pod_of(job, exit_code=2, message=hr.error_result("ManifestInvalid", "config.json is not JSON"))
     b = sync(hr.next_parent(parent, a), [job], [pod])
     assert b["status"]["phase"] == "Failed" and cond(b)["reason"] == "ManifestInvalid"
@@ -328,7 +381,9 @@ def test_oom_killed_job_without_result_retries_with_backoff():
     b = sync(hr.next_parent(parent, a), [ojob], [pod])
     assert b["status"]["phase"] == "Publishing" and "OOMKilled" in cond(b)["message"]
     # The Job gave up: a new attempt (a new Job) that first sleeps the backoff.
-    failed = hr.observe(job1, status=hr.job_status(failed=3, condition="Failed", reason="BackoffLimitExceeded"))
+    failed = hr.observe(
+        job1, status=hr.job_status(failed=3, condition="Failed", reason="BackoffLimitExceeded")
+    )
     c = sync(hr.next_parent(parent, b), [failed], [pod])
     assert c["status"]["attempt"] == 2 and cond(c)["reason"] == "WorkerFailed"
     assert "OOMKilled" in cond(c)["message"] and "Killed" in cond(c)["message"]
@@ -346,8 +401,9 @@ def test_oom_killed_job_without_result_retries_with_backoff():
 def test_failed_job_without_any_pod_retries():
     parent = hr.model()
     a = sync(parent)
-    failed = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed",
-                                                                        reason="DeadlineExceeded"))
+    failed = hr.observe(
+        hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed", reason="DeadlineExceeded")
+    )
     b = sync(hr.next_parent(parent, a), [failed])
     assert b["status"]["attempt"] == 2 and "DeadlineExceeded" in cond(b)["message"]
 
@@ -376,7 +432,10 @@ def test_lost_status_write_adopts_the_newer_attempt():
     job2 = running(hr.find_child(b, "Job"))
     # Metacontroller applied b's children but the status write was lost: status still says attempt 1.
     c = sync(hr.next_parent(parent, a), [job2])
-    assert c["status"]["attempt"] == 2 and hr.find_child(c, "Job")["metadata"]["name"] == job2["metadata"]["name"]
+    assert (
+        c["status"]["attempt"] == 2
+        and hr.find_child(c, "Job")["metadata"]["name"] == job2["metadata"]["name"]
+    )
 
 
 def test_catalog_source_waits_on_the_catalog_seam():
@@ -412,9 +471,12 @@ def test_last_transition_time_is_stable_until_status_or_reason_change():
     # A later request with a newer child time but the same state keeps the time.
     again = sync(hr.next_parent(parent, a), [], [])
     assert cond(again)["lastTransitionTime"] == t_pending
-    job = hr.observe(hr.find_child(a, "Job"), created="2026-01-01T00:00:03Z",
-                     status=hr.job_status(active=1, start="2026-01-01T00:00:04Z"),
-                     annotations={"ai.deckhouse.io/progress": "5%"})
+    job = hr.observe(
+        hr.find_child(a, "Job"),
+        created="2026-01-01T00:00:03Z",
+        status=hr.job_status(active=1, start="2026-01-01T00:00:04Z"),
+        annotations={"ai.deckhouse.io/progress": "5%"},
+    )
     b = sync(hr.next_parent(parent, a), [job])
     t_pub = cond(b)["lastTransitionTime"]
     assert t_pub == "2026-01-01T00:00:04Z"
@@ -432,10 +494,18 @@ def test_customize_relates_secret_pods_and_catalog_sources():
     uid = parent["metadata"]["uid"]
     r = hooks_model.model_customize(hr.customize_request(parent), CFG)
     assert set(r) == {"relatedResources"}
-    assert {"apiVersion": "v1", "resource": "secrets", "namespace": "ai-demo",
-            "names": ["hf-private-token"]} in r["relatedResources"]
-    assert {"apiVersion": "v1", "resource": "pods", "namespace": "ai-demo",
-            "labelSelector": {"matchLabels": {LABEL_MODEL_UID: uid}}} in r["relatedResources"]
+    assert {
+        "apiVersion": "v1",
+        "resource": "secrets",
+        "namespace": "ai-demo",
+        "names": ["hf-private-token"],
+    } in r["relatedResources"]
+    assert {
+        "apiVersion": "v1",
+        "resource": "pods",
+        "namespace": "ai-demo",
+        "labelSelector": {"matchLabels": {LABEL_MODEL_UID: uid}},
+    } in r["relatedResources"]
     # Depends only on identity and spec, not on status.
     with_status = dict(parent, status={"phase": "Ready"})
     assert hooks_model.model_customize(hr.customize_request(with_status), CFG) == r
@@ -447,8 +517,14 @@ def test_customize_relates_secret_pods_and_catalog_sources():
 
     cm = hr.cluster_model()
     rcm = hooks_model.clustermodel_customize(hr.customize_request(cm), CFG)["relatedResources"]
-    assert rcm == [{"apiVersion": "v1", "resource": "pods", "namespace": "d8-ai-models",
-                    "labelSelector": {"matchLabels": {LABEL_MODEL_UID: cm["metadata"]["uid"]}}}]
+    assert rcm == [
+        {
+            "apiVersion": "v1",
+            "resource": "pods",
+            "namespace": "d8-ai-models",
+            "labelSelector": {"matchLabels": {LABEL_MODEL_UID: cm["metadata"]["uid"]}},
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -462,11 +538,31 @@ def test_customize_relates_secret_pods_and_catalog_sources():
         (lambda p: p["metadata"].pop("uid"), hooks_model.model_customize),
         (lambda p: p.update(kind="Model"), hooks_model.clustermodel_sync),
     ],
-    ids=["wrong-kind", "no-uid", "no-namespace", "spec-not-object", "source-not-object", "customize-no-uid",
-         "cluster-wrong-kind"],
+    ids=[
+        "wrong-kind",
+        "no-uid",
+        "no-namespace",
+        "spec-not-object",
+        "source-not-object",
+        "customize-no-uid",
+        "cluster-wrong-kind",
+    ],
 )
 def test_malformed_parent_is_a_hook_input_error(mutate, fn):
     parent = hr.cluster_model() if fn is hooks_model.clustermodel_sync else hr.model()
     mutate(parent)
     with pytest.raises(HookInputError):
         fn(hr.sync_request(parent) if "customize" not in fn.__name__ else hr.customize_request(parent), CFG)
+
+
+def test_finished_job_whose_pod_lags_waits_for_the_result():
+    parent = hr.model()
+    a = sync(parent)
+    done = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(succeeded=1, condition="Complete"))
+    b = sync(hr.next_parent(parent, a), [done], [hr.pod_of(done)])  # the Pod still looks running
+    assert b["status"]["phase"] == "Publishing" and b["status"]["attempt"] == 1
+    assert hr.find_child(b, "Job")["metadata"]["name"] == done["metadata"]["name"]
+    assert 0 < b["resyncAfterSeconds"] <= 10
+    # Complete and its Pods gone without a result copied: a new attempt.
+    c = sync(hr.next_parent(parent, a), [done])
+    assert c["status"]["attempt"] == 2 and cond(c)["reason"] == "WorkerFailed"

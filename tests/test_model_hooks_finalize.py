@@ -19,15 +19,29 @@ def finalize(parent, children=(), related=()):
 
 
 def ready(parent):
-    p = hr.next_parent(parent, {"status": {"phase": "Ready", "attempt": 1, "artifact": {
-        "uri": f"x@{DIGEST}", "digest": DIGEST, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "sizeBytes": 10}}})
+    p = hr.next_parent(
+        parent,
+        {
+            "status": {
+                "phase": "Ready",
+                "attempt": 1,
+                "artifact": {
+                    "uri": f"x@{DIGEST}",
+                    "digest": DIGEST,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "sizeBytes": 10,
+                },
+            }
+        },
+    )
     return p
 
 
 def test_finalize_without_artifact_is_immediate_and_deletes_everything():
     parent = hr.model(source={"upload": {}})
-    running_children = [hr.observe(c) for c in hooks_model.model_sync(hr.sync_request(parent), CFG)["children"]]
+    running_children = [
+        hr.observe(c) for c in hooks_model.model_sync(hr.sync_request(parent), CFG)["children"]
+    ]
     a = finalize(parent, running_children)
     assert a["finalized"] is True and a["children"] == []
     assert a["status"]["phase"] == "Deleting" and cond(a)["reason"] == "Deleting"
@@ -42,8 +56,13 @@ def test_finalize_with_artifact_runs_cleanup_until_it_succeeds():
     job = hr.find_child(a, "Job")
     c = job["spec"]["template"]["spec"]["containers"][0]
     repo = f"ai-models/catalog/namespaced/ai-demo/bge-m3/{parent['metadata']['uid']}"
-    assert c["args"][:5] == ["cleanup", "--artifact", f"dmcr.test:5000/{repo}@{DIGEST}", "--auth-file",
-                             "/var/run/ai-models/registry/.dockerconfigjson"]
+    assert c["args"][:5] == [
+        "cleanup",
+        "--artifact",
+        f"dmcr.test:5000/{repo}@{DIGEST}",
+        "--auth-file",
+        "/var/run/ai-models/registry/.dockerconfigjson",
+    ]
     assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     sec = hr.find_child(a, "Secret")
     auth = json.loads(base64.b64decode(sec["data"][".dockerconfigjson"]))["auths"]["dmcr.test:5000"]
@@ -62,7 +81,9 @@ def test_failing_cleanup_shows_why_and_retries():
     parent = ready(hr.model())
     a = finalize(parent)
     job = hr.find_child(a, "Job")
-    failed = hr.observe(job, status=hr.job_status(failed=4, condition="Failed", reason="BackoffLimitExceeded"))
+    failed = hr.observe(
+        job, status=hr.job_status(failed=4, condition="Failed", reason="BackoffLimitExceeded")
+    )
     pod = hr.pod_of(failed, exit_code=1, message=hr.error_result("RegistryUnavailable", "dmcr answered 503"))
     b = finalize(hr.next_parent(parent, a), [failed], [pod])
     assert b["finalized"] is False
@@ -70,7 +91,9 @@ def test_failing_cleanup_shows_why_and_retries():
     assert b["status"]["cleanup"]["attempt"] == 2 and "503" in b["status"]["cleanup"]["message"]
     job2 = hr.find_child(b, "Job")
     assert job2["metadata"]["name"] != job["metadata"]["name"]
-    assert job2["spec"]["template"]["spec"]["initContainers"][0]["args"] == [str(hooks_model.backoff_seconds(2))]
+    assert job2["spec"]["template"]["spec"]["initContainers"][0]["args"] == [
+        str(hooks_model.backoff_seconds(2))
+    ]
     # The message stays visible while the next attempt runs.
     c = finalize(hr.next_parent(parent, b), [running(job2)])
     assert "503" in c["status"]["cleanup"]["message"] and c["finalized"] is False
@@ -83,12 +106,39 @@ def test_finalize_uses_a_result_not_yet_copied_to_status():
     dest = job["spec"]["template"]["spec"]["containers"][0]["args"][4]
     pod = hr.pod_of(job, exit_code=0, message=hr.success_result(dest, digest=DIGEST))
     b = finalize(hr.next_parent(parent, a), [job], [pod])
-    assert b["finalized"] is False and DIGEST in hr.find_child(b, "Job")["spec"]["template"]["spec"][
-        "containers"][0]["args"][2]
+    assert (
+        b["finalized"] is False
+        and DIGEST in hr.find_child(b, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][2]
+    )
 
 
 def test_clustermodel_cleanup_runs_in_module_namespace():
     parent = ready(hr.cluster_model())
     a = finalize(parent)
     assert {c["metadata"]["namespace"] for c in a["children"]} == {"d8-ai-models"}
-    assert "/cluster/qwen-gguf/" in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][2]
+    assert (
+        "/cluster/qwen-gguf/"
+        in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][2]
+    )
+
+
+def test_cleanup_retried_pod_that_succeeded_finalizes_before_the_job_says_so():
+    parent = ready(hr.model())
+    a = finalize(parent)
+    job = running(hr.find_child(a, "Job"))
+    bad = hr.pod_of(
+        job,
+        index=0,
+        exit_code=1,
+        finished="2026-01-01T00:01:00Z",
+        message=hr.error_result("RegistryUnavailable", "503"),
+    )
+    good = hr.pod_of(
+        job,
+        index=1,
+        exit_code=0,
+        finished="2026-01-01T00:02:00Z",
+        message=json.dumps({"artifact": {"uri": "x", "digest": DIGEST}, "cleanup": {"deleted": True}}),
+    )
+    assert finalize(hr.next_parent(parent, a), [job], [bad])["finalized"] is False
+    assert finalize(hr.next_parent(parent, a), [job], [bad, good])["finalized"] is True

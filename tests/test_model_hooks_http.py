@@ -38,7 +38,9 @@ def test_customize_then_sync_then_finalize_over_flask(client):
     assert code == 200 and rel["relatedResources"][0]["resource"] == "pods"
     code, a = post(client, "/hooks/model/sync", hr.sync_request(parent))
     assert code == 200 and check(parent, a)["status"]["phase"] == "Pending"
-    code, f = post(client, "/hooks/model/finalize", hr.sync_request(hr.next_parent(parent, a), finalizing=True))
+    code, f = post(
+        client, "/hooks/model/finalize", hr.sync_request(hr.next_parent(parent, a), finalizing=True)
+    )
     assert code == 200 and f["finalized"] is True
     cm = hr.cluster_model()
     code, c = post(client, "/hooks/clustermodel/sync", hr.sync_request(cm))
@@ -50,7 +52,8 @@ def test_customize_then_sync_then_finalize_over_flask(client):
 
 
 @pytest.mark.parametrize(
-    "path", ["/hooks/model/sync", "/hooks/model/finalize", "/hooks/clustermodel/sync", "/hooks/model/customize"]
+    "path",
+    ["/hooks/model/sync", "/hooks/model/finalize", "/hooks/clustermodel/sync", "/hooks/model/customize"],
 )
 def test_bad_parent_answers_400(client, path):
     parent = hr.cluster_model() if "clustermodel" in path else hr.model()
@@ -81,7 +84,10 @@ def gunicorn(tmp_path):
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "hooks" / "gunicorn_conf.py"), "hooks.app:app"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -111,8 +117,12 @@ def test_upload_session_through_gunicorn(gunicorn):
     port, key = gunicorn
     parent = hr.cluster_model("shared", source={"upload": {}})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/hooks/clustermodel/sync", body=json.dumps(hr.sync_request(parent)),
-                 headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/hooks/clustermodel/sync",
+        body=json.dumps(hr.sync_request(parent)),
+        headers={"Content-Type": "application/json"},
+    )
     r = conn.getresponse()
     answer = json.loads(r.read())
     assert r.status == 200 and set(answer) == {"status", "children", "resyncAfterSeconds"}
@@ -123,8 +133,9 @@ def test_upload_session_through_gunicorn(gunicorn):
     assert token == derive_secret(key, "upload", f"{parent['metadata']['uid']}:0")  # the service's own key
     job = hr.find_child(answer, "Job")
     assert "dmcr.example:5000/ai-models/catalog/cluster/shared/" in json.dumps(job)
-    conn.request("POST", "/hooks/clustermodel/sync", body=b"{not json",
-                 headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST", "/hooks/clustermodel/sync", body=b"{not json", headers={"Content-Type": "application/json"}
+    )
     r = conn.getresponse()
     assert r.status == 400 and "error" in json.loads(r.read())
     conn.close()

@@ -29,10 +29,16 @@ def test_upload_session_children_and_status():
     a = sync(parent)
     st = a["status"]
     assert st["phase"] == "WaitForUpload" and cond(a)["reason"] == "WaitingForUserUpload"
-    assert st["upload"] == {"secretName": "ai-model-upload-uploaded-model", "expiresAt": "2026-01-01T01:00:00Z",
-                            "session": 0}
+    assert st["upload"] == {
+        "secretName": "ai-model-upload-uploaded-model-0",
+        "expiresAt": "2026-01-01T01:00:00Z",
+        "session": 0,
+    }
     assert st["source"] == {"resolvedType": "Upload"}
-    assert "ai-model-upload-uploaded-model" in cond(a)["message"] and "2026-01-01T01:00:00Z" in cond(a)["message"]
+    assert (
+        "ai-model-upload-uploaded-model-0" in cond(a)["message"]
+        and "2026-01-01T01:00:00Z" in cond(a)["message"]
+    )
     assert kinds(a) == ["Job", "Role", "Role", "RoleBinding", "Secret", "Secret", "Service", "ServiceAccount"]
 
     secret = hr.find_child(a, "Secret", "ai-model-upload-")
@@ -44,8 +50,14 @@ def test_upload_session_children_and_status():
 
     role = hr.find_child(a, "Role", "ai-model-upload-reader-")
     assert role["metadata"]["name"] == "ai-model-upload-reader-uploaded-model"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
-                              "resourceNames": [secret["metadata"]["name"]], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret["metadata"]["name"]],
+            "verbs": ["get"],
+        }
+    ]
 
     job = hr.find_child(a, "Job")
     c = job["spec"]["template"]["spec"]["containers"][0]
@@ -106,8 +118,12 @@ def test_upload_expiry_opens_a_new_session_with_a_new_token():
     parent = upload_model()
     a = sync(parent)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(job, exit_code=1, finished="2026-01-01T01:00:01Z",
-                    message=hr.error_result("UploadExpired", "no upload arrived before 2026-01-01T01:00:00Z"))
+    pod = hr.pod_of(
+        job,
+        exit_code=1,
+        finished="2026-01-01T01:00:01Z",
+        message=hr.error_result("UploadExpired", "no upload arrived before 2026-01-01T01:00:00Z"),
+    )
     b = sync(hr.next_parent(parent, a), [job], [pod])
     st = b["status"]
     assert st["phase"] == "WaitForUpload" and st["upload"]["session"] == 1
@@ -116,6 +132,12 @@ def test_upload_expiry_opens_a_new_session_with_a_new_token():
     old_token = decoded(hr.find_child(a, "Secret", "ai-model-upload-"))["token"]
     new_token = decoded(hr.find_child(b, "Secret", "ai-model-upload-"))["token"]
     assert new_token != old_token
+    # A new Secret per session (a new pod can never mount the old token); the reader Role follows it.
+    assert st["upload"]["secretName"] == "ai-model-upload-uploaded-model-1"
+    assert hr.find_child(b, "Secret", "ai-model-upload-")["metadata"]["name"] == st["upload"]["secretName"]
+    role = hr.find_child(b, "Role", "ai-model-upload-reader-")
+    assert role["metadata"]["name"] == "ai-model-upload-reader-uploaded-model"
+    assert role["rules"][0]["resourceNames"] == [st["upload"]["secretName"]]
     new_job = hr.find_child(b, "Job")
     assert new_job["metadata"]["name"] != job["metadata"]["name"]
     args = new_job["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -130,14 +152,22 @@ def test_upload_expiry_noticed_late_skips_to_a_session_still_ahead():
     parent = upload_model()
     a = sync(parent)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(job, exit_code=1, finished="2026-01-01T03:30:00Z", message=hr.error_result("UploadExpired", "x"))
+    pod = hr.pod_of(
+        job, exit_code=1, finished="2026-01-01T03:30:00Z", message=hr.error_result("UploadExpired", "x")
+    )
     b = sync(hr.next_parent(parent, a), [job], [pod])
-    assert b["status"]["upload"]["session"] == 3 and b["status"]["upload"]["expiresAt"] == "2026-01-01T04:00:00Z"
+    assert (
+        b["status"]["upload"]["session"] == 3 and b["status"]["upload"]["expiresAt"] == "2026-01-01T04:00:00Z"
+    )
 
 
 def test_upload_with_external_base_gets_ingress_and_external_url():
-    cfg = Config(namespace="d8-ai-models", registry="dmcr.test:5000", signing_key=b"k" * 32,
-                 upload_external_base="https://upload.example.com/")
+    cfg = Config(
+        namespace="d8-ai-models",
+        registry="dmcr.test:5000",
+        signing_key=b"k" * 32,
+        upload_external_base="https://upload.example.com/",
+    )
     a = sync(upload_model(), config=cfg)
     data = decoded(hr.find_child(a, "Secret", "ai-model-upload-"))
     assert data["url"] == "https://upload.example.com/ai-models/upload/ai-demo/uploaded-model"
@@ -146,8 +176,10 @@ def test_upload_with_external_base_gets_ingress_and_external_url():
     kubernetes_validate.validate(ing, "1.33", strict=True)
     assert ing["spec"]["rules"][0]["host"] == "upload.example.com"
     assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
-    assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == hr.find_child(
-        a, "Service")["metadata"]["name"]
+    assert (
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        == hr.find_child(a, "Service")["metadata"]["name"]
+    )
 
 
 def test_clustermodel_upload_lives_in_module_namespace():
@@ -155,7 +187,7 @@ def test_clustermodel_upload_lives_in_module_namespace():
     assert {c["metadata"]["namespace"] for c in a["children"]} == {"d8-ai-models"}
     data = decoded(hr.find_child(a, "Secret", "ai-clustermodel-upload-"))
     assert data["url"] == "http://ai-clustermodel-upload-shared.d8-ai-models.svc:8080/upload"
-    assert a["status"]["upload"]["secretName"] == "ai-clustermodel-upload-shared"
+    assert a["status"]["upload"]["secretName"] == "ai-clustermodel-upload-shared-0"
 
 
 def test_upload_transient_failure_retries_in_the_same_session():
@@ -166,8 +198,9 @@ def test_upload_transient_failure_retries_in_the_same_session():
     b = sync(hr.next_parent(parent, a), [job], [pod])
     assert b["status"]["attempt"] == 2 and b["status"]["upload"]["session"] == 0
     assert cond(b)["reason"] == "InsufficientStorage"
-    assert decoded(hr.find_child(b, "Secret", "ai-model-upload-")) == decoded(hr.find_child(a, "Secret",
-                                                                                           "ai-model-upload-"))
+    assert decoded(hr.find_child(b, "Secret", "ai-model-upload-")) == decoded(
+        hr.find_child(a, "Secret", "ai-model-upload-")
+    )
 
 
 def test_upload_without_creation_timestamp_is_bad_input():

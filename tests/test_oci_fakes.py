@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -23,7 +24,7 @@ import pytest
 
 from lib.api.types import Reason
 from lib.oci.client import RegistryClient, RetryPolicy
-from lib.oci.errors import InsufficientStorage, RegistryError, Unreachable
+from lib.oci.errors import InsufficientStorage, RegistryError, Unreachable, UploadInterrupted
 
 MIB = 1 << 20
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, total=10.0)
@@ -88,8 +89,11 @@ class Handler(BaseHTTPRequestHandler):
             want = "Basic " + base64.b64encode(f.basic.encode()).decode()
             if self.headers.get("Authorization") != want:
                 self.body()
-                self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
-                           {"WWW-Authenticate": 'Basic realm="fake"'})
+                self.reply(
+                    401,
+                    b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                    {"WWW-Authenticate": 'Basic realm="fake"'},
+                )
                 return
         url = urlsplit(self.path)
         parts = url.path.split("/")
@@ -105,7 +109,9 @@ class Handler(BaseHTTPRequestHandler):
             data = f.sessions.get(uid)
             if data is None:
                 self.body()
-                self.reply(404, b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown"}]}')
+                self.reply(
+                    404, b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown"}]}'
+                )
                 return
             if self.command == "PATCH":
                 start = int(self.headers["Content-Range"].split("-")[0])
@@ -118,7 +124,9 @@ class Handler(BaseHTTPRequestHandler):
                 data += self.body()
                 digest = q["digest"][0]
                 if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-                    self.reply(400, b'{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}')
+                    self.reply(
+                        400, b'{"errors":[{"code":"DIGEST_INVALID","message":"digest did not match"}]}'
+                    )
                     return
                 f.blobs[digest] = bytes(data)
                 del f.sessions[uid]
@@ -129,8 +137,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(204)
                 return
             status = 204 if self.command == "GET" else 202
-            self.reply(status, headers={"Location": f"/v2/{repo}/blobs/uploads/{uid}",
-                                        "Range": f"0-{max(0, len(data) - 1)}"})
+            self.reply(
+                status,
+                headers={
+                    "Location": f"/v2/{repo}/blobs/uploads/{uid}",
+                    "Range": f"0-{max(0, len(data) - 1)}",
+                },
+            )
             return
         if "/blobs/" in url.path:
             digest = parts[-1]
@@ -142,6 +155,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(307, headers={"Location": f"{f.redirect_blobs_to}/storage/{digest}"})
                 return
             self.serve_blob(blob)
+            return
+        if url.path.endswith("/tags/list"):
+            tags = ["a", "b", "c", "d", "e"]
+            last = q.get("last", [""])[0]
+            page = [t for t in tags if t > last][:2]
+            headers = {"Content-Type": "application/json"}
+            if page and page[-1] != tags[-1]:
+                headers["Link"] = f'<{url.path}?n=2&last={page[-1]}>; rel="next"'
+            self.reply(200, json.dumps({"name": "a", "tags": page}).encode(), headers)
             return
         if url.path.startswith("/storage/"):
             self.serve_blob(f.blobs[parts[-1]])
@@ -156,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(200, blob)
 
-    do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_any  # noqa: N815
+    do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_any
 
 
 @pytest.fixture
@@ -194,7 +216,9 @@ def test_507_on_patch_is_insufficient_storage_without_retry(fake):
 
 
 def test_no_space_left_body_on_commit(fake):
-    body = b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"write: no space left on device"}]}'
+    body = (
+        b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"write: no space left on device"}]}'
+    )
     fake.faults.append(once("PUT", lambda h: (h.body(), h.reply(500, body))))
     with pytest.raises(InsufficientStorage, match="no space left on device"):
         client_for(fake).push_blob("a", [b"x" * 10])
@@ -204,7 +228,9 @@ def test_no_space_left_body_on_commit(fake):
 def test_5xx_is_retried_with_backoff(fake):
     fake.faults.append(once("POST", lambda h: h.reply(503, b"busy"), times=2))
     sleeps: list[float] = []
-    c = RegistryClient(fake.host, insecure=True, retry=RetryPolicy(attempts=4, base_delay=0.01), sleep=sleeps.append)
+    c = RegistryClient(
+        fake.host, insecure=True, retry=RetryPolicy(attempts=4, base_delay=0.01), sleep=sleeps.append
+    )
     d = c.push_blob("a", [b"hello"])
     assert fake.blobs[d.digest] == b"hello"
     assert fake.count("POST") == 3 and sleeps == [0.01, 0.02]
@@ -248,19 +274,24 @@ def test_resume_mid_segment_from_registry_range(fake):
     d = c.push_blob("a", (data[i : i + 65536] for i in range(0, len(data), 65536)), size=len(data))
     assert fake.blobs[d.digest] == data
     ranges = [h.get("Content-Range") for m, _, h in fake.log if m == "PATCH"]
-    assert ranges == [f"0-{MIB - 1}", f"{MIB}-{2 * MIB - 1}", f"{MIB + 300_000}-{2 * MIB - 1}",
-                      f"{2 * MIB}-{len(data) - 1}"]
+    assert ranges == [
+        f"0-{MIB - 1}",
+        f"{MIB}-{2 * MIB - 1}",
+        f"{MIB + 300_000}-{2 * MIB - 1}",
+        f"{2 * MIB}-{len(data) - 1}",
+    ]
     assert [m for m, _, _ in fake.log].count("GET") == 1  # one status query
 
 
 def test_stalled_registry_times_out(fake):
-    fake.faults.append(once("HEAD", lambda h: time.sleep(1.5), times=10))
-    c = RegistryClient(fake.host, insecure=True, timeout=(0.5, 0.3), sleep=lambda s: None,
-                       retry=RetryPolicy(attempts=2))
+    fake.faults.append(once("HEAD", lambda h: time.sleep(5), times=10))
+    c = RegistryClient(
+        fake.host, insecure=True, timeout=(0.5, 0.3), sleep=lambda s: None, retry=RetryPolicy(attempts=2)
+    )
     t = time.monotonic()
     with pytest.raises(Unreachable, match="unreachable"):
         c.blob_exists("a", "sha256:" + "0" * 64)
-    assert time.monotonic() - t < 1.5
+    assert time.monotonic() - t < 3  # two attempts of 0.3 s, not two stalls of 5 s
 
 
 def test_redirected_download_does_not_forward_authorization(fake):
@@ -295,3 +326,77 @@ def test_download_of_corrupt_blob_raises_at_the_end(fake):
         for chunk in it:
             got.append(chunk)
     assert b"".join(got) == b"b" * 5000  # bytes flow; the verdict comes when the stream ends
+
+
+def test_list_tags_follows_link_pagination(fake):
+    assert client_for(fake).list_tags("a") == ["a", "b", "c", "d", "e"]
+    assert [p for m, p, _ in fake.log] == [
+        "/v2/a/tags/list",
+        "/v2/a/tags/list?n=2&last=b",
+        "/v2/a/tags/list?n=2&last=d",
+    ]
+
+
+def test_manifest_digest_header_is_checked(fake):
+    body = b'{"schemaVersion":2}'
+    good = "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def serve(header: str) -> Fault:
+        def fault(h: Handler) -> bool:
+            h.reply(
+                200,
+                body,
+                {
+                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                    "Docker-Content-Digest": header,
+                },
+            )
+            return True
+
+        return fault
+
+    c = client_for(fake)
+    fake.faults[:] = [serve(good)]
+    m = c.get_manifest("a", "v1")
+    assert (m.body, m.digest, m.media_type) == (body, good, "application/vnd.oci.image.manifest.v1+json")
+    fake.faults[:] = [serve("sha256:" + "0" * 64)]
+    with pytest.raises(RegistryError, match="registry says sha256:0000"):
+        c.get_manifest("a", "v1")
+    fake.faults[:] = [serve(good)]
+    with pytest.raises(RegistryError, match="the registry's copy is wrong"):
+        c.get_manifest("a", "sha256:" + "1" * 64)
+
+
+def test_resume_needs_bytes_no_longer_held(fake):
+    """A registry that dropped a cut PATCH's bytes wants them again; beyond the window they are gone."""
+    data = os.urandom(3 * MIB)
+    calls = [0]
+
+    def discard_second_patch(h: Handler) -> bool:
+        if h.command != "PATCH":
+            return False
+        calls[0] += 1
+        if calls[0] == 2:
+            h.rfile.read(600_000)  # read, keep nothing: Range stays at the PATCH start
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
+
+    fake.faults.append(discard_second_patch)
+    c = client_for(fake, window=256 * 1024)
+    with pytest.raises(UploadInterrupted, match="no longer held") as ei:
+        c.push_blob("a", (data[i : i + 65536] for i in range(0, len(data), 65536)), size=len(data))
+    assert ei.value.reason == Reason.WORKER_FAILED
+    assert fake.sessions == {}  # cancelled
+
+
+def test_patch_to_a_registry_that_stops_reading_times_out_and_resumes(fake):
+    fake.faults.append(once("PATCH", lambda h: time.sleep(3)))  # headers read, body never
+    data = os.urandom(16 * MIB)
+    c = RegistryClient(fake.host, insecure=True, timeout=(0.5, 0.5), retry=FAST, sleep=lambda s: None)
+    t = time.monotonic()
+    d = c.push_blob("a", (data[i : i + MIB] for i in range(0, len(data), MIB)), size=len(data))
+    assert time.monotonic() - t < 2.5
+    assert fake.blobs[d.digest] == data
+    assert [m for m, _, _ in fake.log].count("PATCH") == 2

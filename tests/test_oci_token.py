@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -22,11 +23,16 @@ FAST = RetryPolicy(attempts=6, base_delay=0.1, max_delay=1.0, total=30.0)
 @pytest.fixture
 def token_setup(tmp_path, registry_factory):
     def make(**realm_kwargs):
-        realm = TokenRealm(tmp_path / f"realm-{uuid.uuid4().hex[:6]}", users={"bob": "builder"}, **realm_kwargs)
+        realm = TokenRealm(
+            tmp_path / f"realm-{uuid.uuid4().hex[:6]}", users={"bob": "builder"}, **realm_kwargs
+        )
         realm.start()
         started.append(realm)
-        reg = registry_factory(token=TokenAuth(realm=realm.url, service=realm.service, issuer=realm.issuer,
-                                               rootcertbundle=realm.cert_path))
+        reg = registry_factory(
+            token=TokenAuth(
+                realm=realm.url, service=realm.service, issuer=realm.issuer, rootcertbundle=realm.cert_path
+            )
+        )
         return realm, reg
 
     started: list[TokenRealm] = []
@@ -40,18 +46,32 @@ def test_libtrust_key_id_shape():
 
     kid = libtrust_key_id(ec.generate_private_key(ec.SECP256R1()).public_key())
     groups = kid.split(":")
-    assert len(groups) == 12 and all(len(g) == 4 and g.isalnum() and g.isupper() or g.isdigit() for g in groups)
+    assert len(groups) == 12 and all(
+        len(g) == 4 and g.isalnum() and g.isupper() or g.isdigit() for g in groups
+    )
 
 
 def test_token_flow_push_pull_and_scope_cache(token_setup):
     realm, reg = token_setup()
-    c = RegistryClient(reg.host, username="bob", password="builder", insecure=True, segment_size=MIB, retry=FAST)
+    c = RegistryClient(
+        reg.host, username="bob", password="builder", insecure=True, segment_size=MIB, retry=FAST
+    )
     data = os.urandom(MIB + 77)
     d = "sha256:" + hashlib.sha256(data).hexdigest()
     c.push_blob("tok/a", [data], digest=d, size=len(data))
     with c.open_blob("tok/a", d) as it:
         assert b"".join(it) == data
     assert c.blob_exists("tok/a", d) == len(data)
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/octet-stream", "digest": d, "size": len(data)},
+            "layers": [],
+        }
+    ).encode()
+    md = c.put_manifest("tok/a", "v1", body, "application/vnd.oci.image.manifest.v1+json")
+    assert c.get_manifest("tok/a", "v1").digest == md and c.list_tags("tok/a") == ["v1"]
     scopes = [tuple(r["scope"]) for r in realm.requests]
     # One token per scope, reused: pull (HEAD), pull+push (upload); cached afterwards.
     assert scopes == [("repository:tok/a:pull",), ("repository:tok/a:pull,push",)]
@@ -77,7 +97,9 @@ def test_token_realm_refuses_wrong_credentials(token_setup):
 def test_reauthenticates_on_401_mid_upload(token_setup):
     """Tokens die after ~3 s (exp 57 s ago + 60 s leeway) while the realm claims 300 s."""
     realm, reg = token_setup(lifetime=-57, expires_in=300)
-    c = RegistryClient(reg.host, username="bob", password="builder", insecure=True, segment_size=MIB, retry=FAST)
+    c = RegistryClient(
+        reg.host, username="bob", password="builder", insecure=True, segment_size=MIB, retry=FAST
+    )
     rec = Recorder(c)
     data = os.urandom(2 * MIB + 5)
 

@@ -54,10 +54,32 @@ def test_reference_parse(text, registry, repo, tag, digest):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "repo", "library/ubuntu", "https://reg.local/a", "reg.local/", "reg.local/A", "reg.local/a:",
-     "reg.local/a@sha256:12", "reg.local/a@", "reg.local/a//b", "reg.local/a:bad tag"],
-    ids=["empty", "no-host", "no-registry-host", "scheme", "no-repo", "uppercase", "empty-tag",
-         "short-digest", "empty-digest", "empty-component", "space-in-tag"],
+    [
+        "",
+        "repo",
+        "library/ubuntu",
+        "https://reg.local/a",
+        "reg.local/",
+        "reg.local/A",
+        "reg.local/a:",
+        "reg.local/a@sha256:12",
+        "reg.local/a@",
+        "reg.local/a//b",
+        "reg.local/a:bad tag",
+    ],
+    ids=[
+        "empty",
+        "no-host",
+        "no-registry-host",
+        "scheme",
+        "no-repo",
+        "uppercase",
+        "empty-tag",
+        "short-digest",
+        "empty-digest",
+        "empty-component",
+        "space-in-tag",
+    ],
 )
 def test_reference_rejects(text):
     with pytest.raises(InvalidReference):
@@ -83,21 +105,31 @@ BASE = "https://r.local:5000"
         (urls.ping_url(BASE), BASE + "/v2/"),
         (urls.blob_url(BASE, "a/b", D), f"{BASE}/v2/a/b/blobs/{D}"),
         (urls.upload_start_url(BASE, "a/b"), f"{BASE}/v2/a/b/blobs/uploads/"),
-        (urls.upload_start_url(BASE, "a/b", mount=D, from_repo="c/d"),
-         f"{BASE}/v2/a/b/blobs/uploads/?mount=sha256%3A{'ab' * 32}&from=c%2Fd"),
-        (urls.resolve_location(f"{BASE}/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/u1?_state=x"),
-         f"{BASE}/v2/a/blobs/uploads/u1?_state=x"),
+        (
+            urls.upload_start_url(BASE, "a/b", mount=D, from_repo="c/d"),
+            f"{BASE}/v2/a/b/blobs/uploads/?mount=sha256%3A{'ab' * 32}&from=c%2Fd",
+        ),
+        (
+            urls.resolve_location(f"{BASE}/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/u1?_state=x"),
+            f"{BASE}/v2/a/blobs/uploads/u1?_state=x",
+        ),
         (urls.resolve_location(f"{BASE}/v2/a/blobs/uploads/", "https://other/up/1"), "https://other/up/1"),
-        (urls.upload_complete_url(f"{BASE}/v2/a/blobs/uploads/u1?_state=x%3D", D),
-         f"{BASE}/v2/a/blobs/uploads/u1?_state=x%3D&digest=sha256%3A{'ab' * 32}"),
-        (urls.upload_complete_url(f"{BASE}/v2/a/blobs/uploads/u1", D),
-         f"{BASE}/v2/a/blobs/uploads/u1?digest=sha256%3A{'ab' * 32}"),
+        (
+            urls.upload_complete_url(f"{BASE}/v2/a/blobs/uploads/u1?_state=x%3D", D),
+            f"{BASE}/v2/a/blobs/uploads/u1?_state=x%3D&digest=sha256%3A{'ab' * 32}",
+        ),
+        (
+            urls.upload_complete_url(f"{BASE}/v2/a/blobs/uploads/u1", D),
+            f"{BASE}/v2/a/blobs/uploads/u1?digest=sha256%3A{'ab' * 32}",
+        ),
         (urls.manifest_url(BASE, "a", "v1"), f"{BASE}/v2/a/manifests/v1"),
         (urls.manifest_url(BASE, "a", D), f"{BASE}/v2/a/manifests/{D}"),
         (urls.tags_url(BASE, "a"), f"{BASE}/v2/a/tags/list"),
         (urls.tags_url(BASE, "a", n=10, last="v1"), f"{BASE}/v2/a/tags/list?n=10&last=v1"),
-        (urls.next_page(f"{BASE}/v2/a/tags/list", '</v2/a/tags/list?n=1&last=b>; rel="next"'),
-         f"{BASE}/v2/a/tags/list?n=1&last=b"),
+        (
+            urls.next_page(f"{BASE}/v2/a/tags/list", '</v2/a/tags/list?n=1&last=b>; rel="next"'),
+            f"{BASE}/v2/a/tags/list?n=1&last=b",
+        ),
         (urls.next_page(f"{BASE}/v2/a/tags/list", None), None),
         (urls.registry_key("https://R.local:5000/v1/"), "r.local:5000"),
         (urls.registry_key("r.local:5000"), "r.local:5000"),
@@ -116,14 +148,29 @@ def test_base_url_refuses_scheme():
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        ('Bearer realm="https://auth/token",service="reg",scope="repository:a/b:pull,push"',
-         [Challenge("bearer", {"realm": "https://auth/token", "service": "reg", "scope": "repository:a/b:pull,push"})]),
+        (
+            'Bearer realm="https://auth/token",service="reg",scope="repository:a/b:pull,push"',
+            [
+                Challenge(
+                    "bearer",
+                    {"realm": "https://auth/token", "service": "reg", "scope": "repository:a/b:pull,push"},
+                )
+            ],
+        ),
         ('Basic realm="test-realm"', [Challenge("basic", {"realm": "test-realm"})]),
-        ('Bearer realm=https://a/t, service=reg', [Challenge("bearer", {"realm": "https://a/t", "service": "reg"})]),
-        ('Basic realm="x", Bearer realm="y",scope="a:b:c"',
-         [Challenge("basic", {"realm": "x"}), Challenge("bearer", {"realm": "y", "scope": "a:b:c"})]),
+        (
+            "Bearer realm=https://a/t, service=reg",
+            [Challenge("bearer", {"realm": "https://a/t", "service": "reg"})],
+        ),
+        (
+            'Basic realm="x", Bearer realm="y",scope="a:b:c"',
+            [Challenge("basic", {"realm": "x"}), Challenge("bearer", {"realm": "y", "scope": "a:b:c"})],
+        ),
         ('Bearer realm="quote\\"d"', [Challenge("bearer", {"realm": 'quote"d'})]),
-        ('Negotiate abc==, Basic realm="x"', [Challenge("negotiate", {}), Challenge("basic", {"realm": "x"})]),
+        (
+            'Negotiate abc==, Basic realm="x"',
+            [Challenge("negotiate", {}), Challenge("basic", {"realm": "x"})],
+        ),
         ("", []),
         (None, []),
     ],
@@ -141,11 +188,17 @@ def test_parse_www_authenticate_unterminated():
 def test_scopes():
     assert str(repository_scope("a/b", "pull", "push")) == "repository:a/b:pull,push"
     assert parse_scopes("repository:a:pull repository:b/c:pull,push") == (
-        Scope("repository", "a", ("pull",)), Scope("repository", "b/c", ("pull", "push")))
+        Scope("repository", "a", ("pull",)),
+        Scope("repository", "b/c", ("pull", "push")),
+    )
     assert Scope.parse("registry:catalog:*") == Scope("registry", "catalog", ("*",))
-    assert merge_scopes([Scope.parse("repository:a:push,pull"), Scope.parse("repository:a:pull"),
-                         Scope.parse("repository:b:pull")]) == (
-        Scope("repository", "a", ("pull", "push")), Scope("repository", "b", ("pull",)))
+    assert merge_scopes(
+        [
+            Scope.parse("repository:a:push,pull"),
+            Scope.parse("repository:a:pull"),
+            Scope.parse("repository:b:pull"),
+        ]
+    ) == (Scope("repository", "a", ("pull", "push")), Scope("repository", "b", ("pull",)))
 
 
 def _b64(s: str) -> str:
@@ -157,7 +210,11 @@ def _b64(s: str) -> str:
     [
         ({"r.local:5000": {"auth": _b64("u:p:w")}}, "r.local:5000", Credentials("u", "p:w")),
         ({"https://r.local:5000": {"auth": _b64("u:p")}}, "r.local:5000", Credentials("u", "p")),
-        ({"https://r.local:5000/v1/": {"username": "u", "password": "p"}}, "r.local:5000", Credentials("u", "p")),
+        (
+            {"https://r.local:5000/v1/": {"username": "u", "password": "p"}},
+            "r.local:5000",
+            Credentials("u", "p"),
+        ),
         ({"r.local": {"auth": _b64("u:p")}}, "r.local:5000", None),
         ({"other:5000": {"auth": _b64("u:p")}}, "r.local:5000", None),
     ],
@@ -171,8 +228,12 @@ def test_docker_config(auths, registry, expected, tmp_path):
 
 @pytest.mark.parametrize(
     "doc",
-    [{"auths": {"r:1": {"auth": "!!!"}}}, {"auths": {"r:1": {"auth": _b64("nocolon")}}},
-     {"auths": {"r:1": {"email": "x"}}}, {"nothing": 1}],
+    [
+        {"auths": {"r:1": {"auth": "!!!"}}},
+        {"auths": {"r:1": {"auth": _b64("nocolon")}}},
+        {"auths": {"r:1": {"email": "x"}}},
+        {"nothing": 1},
+    ],
     ids=["bad-base64", "no-colon", "no-credentials", "no-auths"],
 )
 def test_docker_config_invalid(doc):
@@ -192,7 +253,9 @@ def test_credentials_repr_hides_password():
     assert "secret" not in repr(Credentials("u", "secret"))
 
 
-ERRBODY = json.dumps({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": D}]})
+ERRBODY = json.dumps(
+    {"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown to registry", "detail": D}]}
+)
 
 
 @pytest.mark.parametrize(
@@ -200,21 +263,67 @@ ERRBODY = json.dumps({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unkno
     [
         (507, b"", InsufficientStorage, Reason.INSUFFICIENT_STORAGE, "out of space"),
         (413, b"too large", InsufficientStorage, Reason.INSUFFICIENT_STORAGE, "too large"),
-        (500, json.dumps({"errors": [{"code": "UNKNOWN", "message": "unknown error",
-                                      "detail": "write /var/lib/registry/x: no space left on device"}]}),
-         InsufficientStorage, Reason.INSUFFICIENT_STORAGE, "no space left on device"),
-        (401, json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
-         AuthError, Reason.PUBLICATION_FAILED, "UNAUTHORIZED: authentication required"),
+        (
+            500,
+            json.dumps(
+                {
+                    "errors": [
+                        {
+                            "code": "UNKNOWN",
+                            "message": "unknown error",
+                            "detail": "write /var/lib/registry/x: no space left on device",
+                        }
+                    ]
+                }
+            ),
+            InsufficientStorage,
+            Reason.INSUFFICIENT_STORAGE,
+            "no space left on device",
+        ),
+        (
+            401,
+            json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
+            AuthError,
+            Reason.PUBLICATION_FAILED,
+            "UNAUTHORIZED: authentication required",
+        ),
         (403, b"", AuthError, Reason.PUBLICATION_FAILED, "credentials"),
         (404, ERRBODY, NotFound, Reason.PUBLICATION_FAILED, "BLOB_UNKNOWN: blob unknown to registry"),
-        (400, json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
-         NotFound, Reason.PUBLICATION_FAILED, "MANIFEST_UNKNOWN"),
-        (400, json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match"}]}),
-         DigestMismatch, Reason.PUBLICATION_FAILED, "DIGEST_INVALID"),
-        (500, b"<html>oops</html>", RegistryError, Reason.PUBLICATION_FAILED, "oops"),
+        (
+            400,
+            json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
+            NotFound,
+            Reason.PUBLICATION_FAILED,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            400,
+            json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match"}]}),
+            DigestMismatch,
+            Reason.PUBLICATION_FAILED,
+            "DIGEST_INVALID",
+        ),
+        (500, b"<html>oops</html>", RegistryError, Reason.WORKER_FAILED, "oops"),
+        (
+            400,
+            json.dumps({"errors": [{"code": "NAME_INVALID", "message": "invalid repository name"}]}),
+            RegistryError,
+            Reason.PUBLICATION_FAILED,
+            "NAME_INVALID: invalid repository name",
+        ),
     ],
-    ids=["507", "413", "500-no-space", "401", "403", "404-blob-unknown", "400-manifest-unknown",
-         "digest-invalid", "500-html"],
+    ids=[
+        "507",
+        "413",
+        "500-no-space",
+        "401",
+        "403",
+        "404-blob-unknown",
+        "400-manifest-unknown",
+        "digest-invalid",
+        "500-html",
+        "400-name-invalid",
+    ],
 )
 def test_error_from_response(status, body, cls, reason, text):
     err = error_from_response(status, body, what="PUT x", registry="r:1")
@@ -233,7 +342,12 @@ def test_error_body_parsing():
 
 def test_descriptor_to_json():
     d = Descriptor("application/x", D, 12, {"b": "2", "a": "1"})
-    assert d.to_json() == {"mediaType": "application/x", "digest": D, "size": 12, "annotations": {"a": "1", "b": "2"}}
+    assert d.to_json() == {
+        "mediaType": "application/x",
+        "digest": D,
+        "size": 12,
+        "annotations": {"a": "1", "b": "2"},
+    }
     assert list(d.to_json()["annotations"]) == ["a", "b"]
     assert "annotations" not in Descriptor("application/x", D, 1).to_json()
     assert Descriptor.from_json(d.to_json()) == d

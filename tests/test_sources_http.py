@@ -276,3 +276,11 @@ def test_zero_length_and_offset_at_end() -> None:
         with pytest.raises(ContentMismatch, match="past the end"), c.open_stream(s.url, offset=6, size=5) as chunks:
             list(chunks)
         assert s.seen == []  # nothing to fetch, nothing fetched
+
+
+def test_get_bytes_refuses_oversized_documents() -> None:
+    with serve(lambda p, h: (200, {}, BODY)) as s, client() as c:
+        body, headers = c.get_bytes(s.url, limit=len(BODY))
+        assert body == BODY and headers["Content-Length"] == str(len(BODY))
+        with pytest.raises(ContentMismatch, match="more than 100 bytes"):
+            c.get_bytes(s.url, limit=100)

@@ -267,6 +267,21 @@ def test_tampered_small_file_fails_git_blob_check(hub: HubStandIn) -> None:
     assert "config.json" in info.value.message and "git blob id" in info.value.message
 
 
+def test_cdn_serving_another_size_fails_before_any_byte(hub: HubStandIn) -> None:
+    repo = hub.add_repo("acme/tiny", SMALL_REPO)
+    snap = source(hub, "https://huggingface.co/acme/tiny").snapshot()
+    entry = repo.files["model.safetensors"]
+    entry.data = (entry.data or b"") + b"appended"
+    entry.size += 8
+    got: list[bytes] = []
+    with pytest.raises(SourceError) as info:
+        with snap.files[-1].open(0) as chunks:
+            got.extend(chunks)
+    assert got == []
+    assert info.value.reason == Reason.PUBLICATION_FAILED
+    assert "model.safetensors" in info.value.message and f"expected {entry.size - 8}" in info.value.message
+
+
 # --------------------------------------------------------------------------
 # Resilience
 # --------------------------------------------------------------------------

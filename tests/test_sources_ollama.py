@@ -177,6 +177,17 @@ def test_tampered_config_fails(redirector: BlobRedirector, registry: RegistrySer
     assert "config blob does not match its digest" in info.value.message
 
 
+def test_announced_manifest_digest_must_match(redirector: BlobRedirector, registry: RegistryServer,
+                                              gguf_file: Path) -> None:
+    name = unique()
+    push_ollama_model(registry.url, name, layers=[("model", gguf_file)])
+    redirector.announce_digest = "sha256:" + "0" * 64
+    with pytest.raises(SourceError) as info:
+        src(redirector.url, f"https://ollama.com/library/{name}").snapshot()
+    assert info.value.reason == Reason.PUBLICATION_FAILED
+    assert "differs from the announced sha256:000" in info.value.message
+
+
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------

@@ -126,3 +126,37 @@ def test_ollama_model_published(registry: RegistryServer, tmp_path: Path) -> Non
     model_layer = next(d for d in pushed.manifest["layers"] if d["mediaType"].endswith(".model"))
     assert layers["model.gguf"] == model_layer["digest"]
     assert tags(registry, dest) == ["latest"]
+
+
+def run_worker(args: list[str], env: dict[str, str], result: Path) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "jobs", "publish", *args, "--result-file", str(result)],
+                          env={**os.environ, "PYTHONPATH": str(root), **env}, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert result.exists(), proc.stderr
+    return json.loads(result.read_text())
+
+
+def test_worker_cli_private_repo_with_token_file(hub: HubStandIn, registry: RegistryServer,
+                                                 tmp_path: Path) -> None:
+    """``python -m jobs publish``: HF_ENDPOINT and --auth-file reach the adapter."""
+    model = make_safetensors_model(tmp_path / "m")
+    hub.tokens = frozenset({"hf_secret"})
+    repo = hub.add_repo("acme/private-cli", model, private=True, granted={"hf_secret"})
+    dest = destination(registry)
+    base = ["--source", "https://huggingface.co/acme/private-cli", "--destination",
+            f"{dest.registry}/{dest.repository}", "--insecure-registry"]
+    env = {"HF_ENDPOINT": hub.endpoint}
+    denied = run_worker(base, env, tmp_path / "denied.json")
+    assert denied["error"]["reason"] == "PublicationFailed"
+    assert "not found, or it is private" in denied["error"]["message"]
+    token = tmp_path / "token"
+    token.write_text("hf_secret\n")
+    ok = run_worker([*base, "--auth-file", str(token)], env, tmp_path / "ok.json")
+    assert "error" not in ok, ok
+    assert ok["source"]["resolvedRevision"] == repo.commit
+    assert tags(registry, dest) == ["latest"]

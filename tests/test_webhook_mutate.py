@@ -118,7 +118,7 @@ def roll(client, obj: dict[str, Any], rel: dict[str, Any]) -> tuple[dict[str, An
 
 
 def test_no_annotations_passes_untouched(client):
-    obj = workload()
+    obj = workload(extra={"unrelated": "x"})
     mutated, ops, resp = admit(client, obj, operation="CREATE")
     assert ops == [] and mutated == obj and "warnings" not in resp
 
@@ -209,7 +209,7 @@ def test_blocked_workloads_are_gated(client, names, cluster, objs):
 
 def test_cronjob_template_path(client):
     mutated, ops = roll(client, workload("CronJob", model_names="m"), related(model("m")))
-    assert all(op["path"].startswith("/spec/jobTemplate/spec/template/") for op in ops)
+    assert all(op["path"].startswith(("/spec/jobTemplate/spec/template/", "/metadata/labels")) for op in ops)
     assert pod_spec(mutated)["initContainers"][0]["name"] == "ai-models-materialize-m"
 
 
@@ -245,6 +245,21 @@ def test_changed_annotation_gates_until_resolved_again(client):
     assert len(pod_spec(fresh)["initContainers"]) == 2 and "schedulingGates" not in pod_spec(fresh)
 
 
+@pytest.mark.parametrize(
+    ("names", "cluster"), [("m", None), (None, "m"), ("", None)], ids=["model", "clustermodel", "empty"]
+)
+def test_consumer_label_follows_either_annotation(client, names, cluster):
+    """The DecoratorController selects on this label (one selector per kind cannot OR two annotations)."""
+    obj = workload(model_names=names, cluster_names=cluster)
+    obj["metadata"]["labels"] = {"team": "a"}
+    created, _, _ = admit(client, obj, operation="CREATE")
+    assert created["metadata"]["labels"] == {"team": "a", delivery.LABEL_CONSUMER: "true"}
+    edited = copy.deepcopy(created)
+    edited["metadata"]["annotations"] = {}
+    removed, _, _ = admit(client, edited, old=created)
+    assert removed["metadata"]["labels"] == {"team": "a"}
+
+
 def test_removed_annotations_strip_the_injection(client):
     obj = workload(model_names="m")
     v1, _ = roll(client, obj, related(model("m")))
@@ -253,6 +268,7 @@ def test_removed_annotations_strip_the_injection(client):
     stripped, _, _ = admit(client, edited, old=v1)
     assert pod_spec(stripped) == pod_spec(obj)
     assert template(stripped)["metadata"] == template(obj)["metadata"]
+    assert delivery.LABEL_CONSUMER not in stripped["metadata"].get("labels", {})
 
 
 def test_forged_or_broken_resolution_gates_with_a_warning(client):

@@ -11,5 +11,17 @@ Nothing in this package does I/O: callers hand it names and bytes.
 """
 
 from lib.formats.errors import FormatError
+from lib.formats.inspect import FileFacts, Inspector, inspector_for
+from lib.formats.layout import Layout, detect_layout
+from lib.formats.metadata import Resolution, resolve
 
-__all__ = ["FormatError"]
+__all__ = [
+    "FileFacts",
+    "FormatError",
+    "Inspector",
+    "Layout",
+    "Resolution",
+    "detect_layout",
+    "inspector_for",
+    "resolve",
+]

@@ -31,7 +31,7 @@ from typing import Any
 import gguf as gguf_lib
 
 from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts
+from lib.formats.inspect import FileFacts, template_flags, total_size
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -122,7 +122,7 @@ class GGUFHeader:
             return self.kv.get(f"{arch}.{suffix}") if arch else None
 
         template = self.chat_templates.get("tokenizer.chat_template", "")
-        all_templates = "\n".join(self.chat_templates.values())
+        flags = template_flags("\n".join(self.chat_templates.values()))
         ft = self.kv.get("general.file_type")
         tokens = self.kv.get("tokenizer.ggml.tokens")
         pooling = arch_key("pooling_type")
@@ -139,8 +139,8 @@ class GGUFHeader:
             "has_vision": arch == "clip" or any(k.startswith("clip.") for k in self.kv),
             "chat_template": template[:KEEP_TEMPLATE],
             "has_chat_template": bool(self.chat_templates),
-            "template_tools": any(m in all_templates for m in ("tools", "tool_call")),
-            "template_thinking": "<think>" in all_templates,
+            "template_tools": flags[0],
+            "template_thinking": flags[1],
             "tensor_count": self.tensor_count,
             "parameter_count": self.parameter_count,
             "tensor_types": dict(sorted(self.tensor_types.items())),
@@ -344,15 +344,20 @@ class GGUFInspector:
         self._parser = None
         self._buf = bytearray()
 
-    def finish(self) -> FileFacts:
+    @property
+    def wants_more(self) -> bool:
+        return self.header is None and self._error is None
+
+    def finish(self, size: int | None = None) -> FileFacts:
         if self._error is not None:
             raise self._error
+        total = total_size(self.size, size, self.path)
         h = self.header
         if h is None:
             raise FormatError(
                 f"file ends inside the GGUF header after {self.size} bytes; truncated?", path=self.path
             )
-        data_size = self.size - h.data_start
+        data_size = total - h.data_start
         order = sorted(range(len(h.offsets)), key=h.offsets.__getitem__)
         end = 0
         for i in order:
@@ -368,4 +373,4 @@ class GGUFInspector:
                     f"({max(data_size, 0)} data bytes); truncated?",
                     path=self.path,
                 )
-        return FileFacts(path=self.path, size=self.size, kind="gguf", gguf=h.facts())
+        return FileFacts(path=self.path, size=total, kind="gguf", gguf=h.facts())

@@ -80,17 +80,37 @@ class FileFacts:
 
 
 class Inspector(Protocol):
-    """Fed every chunk of one file in order, then finished once."""
+    """Fed the chunks of one file in order, then finished once.
+
+    Normally every chunk is fed and ``finish()`` validates against the bytes
+    seen. A caller that already knows the file (a blob the registry holds)
+    may stop feeding once ``wants_more`` is false and pass the true size to
+    ``finish(size)``: the header checks then run against that size.
+    """
 
     path: str
+
+    @property
+    def wants_more(self) -> bool:
+        """Whether facts still depend on bytes not fed yet (a header, a kept config)."""
+        ...
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk; raise ``FormatError`` as soon as the file is known bad."""
         ...
 
-    def finish(self) -> FileFacts:
-        """Validate against the total size seen; raise ``FormatError`` or return the facts."""
+    def finish(self, size: int | None = None) -> FileFacts:
+        """Validate against the total ``size`` (default: bytes fed); raise ``FormatError`` or return facts."""
         ...
+
+
+def total_size(seen: int, size: int | None, path: str) -> int:
+    """The file's total size for ``finish``: ``size`` if given (never less than what was fed)."""
+    if size is None:
+        return seen
+    if size < seen:
+        raise FormatError(f"{seen} bytes arrived but the file has {size}", path=path)
+    return size
 
 
 class CountingInspector:
@@ -112,19 +132,52 @@ class CountingInspector:
             else:
                 self._buf += chunk
 
-    def finish(self) -> FileFacts:
-        content = bytes(self._buf) if self._buf is not None else None
+    @property
+    def wants_more(self) -> bool:
+        return self._buf is not None
+
+    def finish(self, size: int | None = None) -> FileFacts:
+        total = total_size(self.size, size, self.path)
+        complete = total == self.size
+        content = bytes(self._buf) if self._buf is not None and complete else None
         kind: FileKind = "json" if self._name.endswith(".json") else "other"
         if content is not None and self._name in STRICT_JSON:
             try:
                 json.loads(content)
             except (ValueError, UnicodeDecodeError) as e:
                 raise FormatError(f"is not valid JSON ({e})", path=self.path) from None
-        return FileFacts(path=self.path, size=self.size, kind=kind, content=content)
+        return FileFacts(path=self.path, size=total, kind=kind, content=content)
+
+
+def template_flags(template: str) -> tuple[bool, bool]:
+    """``(tools, thinking)`` from a chat template (Jinja, or Ollama's Go template).
+
+    Tools: the template mentions ``tools`` / ``tool_call`` (``.Tools`` in Go
+    templates); thinking: it emits ``<think>`` or uses Ollama's ``.Thinking``.
+    """
+    lower = template.lower()
+    return ("tools" in lower or "tool_call" in lower), ("<think>" in lower or ".thinking" in lower)
+
+
+def sniff(prefix: bytes) -> FileKind | None:
+    """Guess a weight format from a file's first bytes (>= 9), for sources without file names.
+
+    ``"gguf"`` for the GGUF magic; ``"safetensors"`` for a plausible header
+    length followed by ``{``; ``None`` otherwise. A guess only: the inspector
+    for the guessed name still verifies everything.
+    """
+    if prefix[:4] == b"GGUF":
+        return "gguf"
+    if len(prefix) >= 9:
+        n = int.from_bytes(prefix[:8], "little")
+        if 2 <= n <= 100_000_000 and prefix[8:9] == b"{":
+            return "safetensors"
+    return None
 
 
 def inspector_for(path: str) -> Inspector:
     """The inspector for ``path`` (a '/'-separated relative path), chosen by its name."""
+    # Imported here: those modules import FileFacts from this one (and gguf pulls in numpy).
     from lib.formats.gguf import GGUFInspector
     from lib.formats.safetensors import SafetensorsInspector
 

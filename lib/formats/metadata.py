@@ -19,12 +19,12 @@ missing fields. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lib.api.types import ResolvedInfo
-from lib.formats.inspect import FileFacts
+from lib.formats.inspect import FileFacts, template_flags
 from lib.formats.layout import Layout
 
 # Endpoint types and features (the reference module's vocabulary).
@@ -90,6 +90,10 @@ class Resolution:
     precision: str = ""
     missing: list[str] = field(default_factory=list)
 
+    def __iter__(self) -> Iterator[Any]:
+        """``info, partial = resolve(...)`` also works."""
+        return iter((self.info, self.partial))
+
 
 @dataclass
 class _Acc:
@@ -123,12 +127,8 @@ def parse_param_size(text: Any) -> int | None:
 
 
 def _template_features(template: str) -> list[str]:
-    out = []
-    if "tools" in template or "tool_call" in template:
-        out.append(TOOL_CALLING)
-    if "<think>" in template:
-        out.append(THINKING)
-    return out
+    tools, thinking = template_flags(template)
+    return [f for f, on in ((TOOL_CALLING, tools), (THINKING, thinking)) if on]
 
 
 def _kept_json(facts: Mapping[str, FileFacts], path: str) -> Any:
@@ -158,6 +158,11 @@ def _chat_template(layout: Layout, facts: Mapping[str, FileFacts], hints: Mappin
     if isinstance(hints.get("chat_template"), str) and hints["chat_template"]:
         parts.append(hints["chat_template"])
     return "\n".join(parts) if parts else None
+
+
+def _hint_str(hints: Mapping[str, Any], key: str) -> str:
+    v = hints.get(key)
+    return v if isinstance(v, str) else ""
 
 
 def _hint_endpoints(hints: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -207,8 +212,8 @@ def _gguf(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[str, An
                 features += [VISION_INPUT, MULTIMODAL_INPUT]
             acc.add(endpoints, features if has_template or vision else [])
     # Ollama config hints fill what the header did not say.
-    acc.set("family", hints.get("model_family"))
-    acc.set("quantization", hints.get("file_type"))
+    acc.set("family", _hint_str(hints, "model_family"))
+    acc.set("quantization", _hint_str(hints, "file_type"))
     acc.set("parameterCount", parse_param_size(hints.get("model_type")))
     if mains:
         acc.set("parameterCount", parse_param_size(mains[0].get("size_label")))  # type: ignore[union-attr]
@@ -281,13 +286,15 @@ def _quantization(config: Mapping[str, Any]) -> str:
     q = config.get("quantization_config")
     if not isinstance(q, dict):
         return ""
-    method = str(q.get("quant_method") or "").lower()
+    method = q.get("quant_method")
+    method = method.lower() if isinstance(method, str) else ""
     bits = q.get("bits") or q.get("w_bit")
+    bits = bits if isinstance(bits, int) and not isinstance(bits, bool) else None
     if q.get("load_in_4bit"):
         bits = 4
     elif q.get("load_in_8bit"):
         bits = 8
-    if method and isinstance(bits, int):
+    if method and bits:
         return f"{method}-{bits}bit"
     return method
 
@@ -307,7 +314,8 @@ def _safetensors(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[
     archs = config.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else ""
     acc.set("architecture", arch)
-    acc.set("family", str(config.get("model_type") or ""))
+    model_type = config.get("model_type")
+    acc.set("family", model_type if isinstance(model_type, str) else "")
     acc.set("contextWindowTokens", _context(config))
     acc.set("quantization", _quantization(config))
     params, dtypes = _safetensors_params(layout, facts)
@@ -327,7 +335,7 @@ def _safetensors(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[
     if CHAT in endpoints and template is not None:
         features += _template_features(template)
     acc.add(endpoints, features)
-    acc.set("family", hints.get("model_family"))
+    acc.set("family", _hint_str(hints, "model_family"))
 
 
 # --- Diffusers --------------------------------------------------------------

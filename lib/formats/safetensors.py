@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts
+from lib.formats.inspect import FileFacts, total_size
 
 MAX_HEADER = 100_000_000
 MAX_TENSORS = 1_000_000
@@ -98,6 +98,8 @@ def parse_header(raw: bytes, path: str) -> SafetensorsHeader:
         raise FormatError(f"Safetensors {e.message}", path=path) from None
     except ValueError as e:
         raise FormatError(f"Safetensors header is not valid JSON ({e})", path=path) from None
+    except RecursionError:
+        raise FormatError("Safetensors header JSON is nested too deeply", path=path) from None
     if not isinstance(obj, dict):
         raise FormatError("Safetensors header is not a JSON object", path=path)
     metadata = obj.pop("__metadata__", None) or {}
@@ -207,7 +209,12 @@ class SafetensorsInspector:
                 path=self.path,
             )
 
-    def finish(self) -> FileFacts:
+    @property
+    def wants_more(self) -> bool:
+        return self.header is None
+
+    def finish(self, size: int | None = None) -> FileFacts:
+        total = total_size(self.size, size, self.path)
         if self.header is None:
             need = 8 if self._header_len is None else 8 + self._header_len
             raise FormatError(
@@ -216,8 +223,8 @@ class SafetensorsInspector:
                 path=self.path,
             )
         expected = 8 + self.header.header_len + self.header.data_len
-        if self.size != expected:
+        if total != expected:
             raise FormatError(
-                f"file has {self.size} bytes but its header describes {expected}; truncated?", path=self.path
+                f"file has {total} bytes but its header describes {expected}; truncated?", path=self.path
             )
-        return FileFacts(path=self.path, size=self.size, kind="safetensors", safetensors=self.header.facts())
+        return FileFacts(path=self.path, size=total, kind="safetensors", safetensors=self.header.facts())

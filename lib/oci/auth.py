@@ -170,7 +170,9 @@ class Authenticator:
         params += [("scope", str(s)) for s in merge_scopes(tuple(wanted) + tuple(scopes))]
         headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
         try:
-            r = self._session.get(realm, params=params, headers=headers, timeout=self._timeout, verify=self._verify)
+            r = self._session.get(
+                realm, params=params, headers=headers, timeout=self._timeout, verify=self._verify
+            )
         except requests.exceptions.SSLError as e:
             raise TLSError(
                 None, f"TLS verification failed for the token realm {realm}: {e}; check the CA file"

@@ -6,21 +6,22 @@ before uploading, so each byte is read twice. Here a blob is streamed once:
 bytes are pulled from the caller's chunk iterator, hashed and counted as they
 go onto the wire, in PATCH requests of up to ``segment_size`` bytes whose
 bodies are generators (no per-chunk round trip, no buffered copy). Only the
-current segment's chunks are kept (they are the bytes a resume may need to
-send again), so memory is bounded by one segment.
+last ``window`` bytes not yet acknowledged by the registry are kept (they are
+what a resume may need to send again), so memory is bounded by the window.
 
 Resumability (docs/oci-client.md has the details): after a connection error,
 a 5xx or a 401 during an upload, the client asks the registry for the
 session's ``Range`` (GET on the last upload ``Location``) and continues from
-the offset it reports, provided that offset lies inside the current segment
-(the bytes still held). A blob no longer than one segment can also restart in
-a new session. Otherwise ``UploadInterrupted`` (transient) is raised.
+the offset it reports, provided the bytes from there on are still held. While
+every byte since 0 is held, a lost session restarts in a new one. Otherwise
+``UploadInterrupted`` (transient) is raised.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,7 +64,11 @@ __all__ = [
     "UploadInterrupted",
 ]
 
-SEGMENT_SIZE = 64 << 20  # bytes per PATCH: the most a resume can need to resend
+# Bytes per PATCH. Large, because distribution finishes each PATCH (flush, hash state) before it
+# answers, a stall per request; the PATCH body streams, so its size costs no memory.
+SEGMENT_SIZE = 1 << 30
+# Unacknowledged bytes kept for a resume (and read ahead when the size is unknown): the memory bound.
+WINDOW = 64 << 20
 READ_CHUNK = 1 << 20  # bytes per read when streaming a blob down
 MAX_MANIFEST = 4 << 20  # distribution's own limit for manifests
 CONNECT_TIMEOUT = 10.0
@@ -107,7 +112,7 @@ class _SourceSizeMismatch(Exception):
 
 
 class _Segment:
-    """Body of one PATCH: the held bytes from ``send_from`` on, then fresh bytes pulled from the source.
+    """Body of one PATCH: held bytes from ``send_from`` on, then fresh bytes pulled from the source.
 
     Has ``__len__`` so requests sends a Content-Length instead of chunked encoding.
     """
@@ -120,87 +125,99 @@ class _Segment:
 
     def __iter__(self) -> Iterator[memoryview | bytes]:
         u = self.upload
-        pos = u.seg_start
-        for piece in u.held:
+        pos = u.held_start
+        for piece in list(u.held):
             n = len(piece)
             if pos + n > self.send_from:
-                yield piece[max(0, self.send_from - pos) :]
+                yield piece[max(0, self.send_from - pos) : self.end - pos]
             pos += n
+            if pos >= self.end:
+                return
         while u.read_total < self.end:
-            piece = u.pull(self.end - u.read_total)
-            if piece is None:
+            fresh = u.pull(self.end - u.read_total)
+            if fresh is None:  # the source ended before the size it promised
                 raise _SourceSizeMismatch(u.read_total)
-            yield piece
+            yield fresh
 
 
 class _Upload:
-    """State of one blob upload: the source, the hash, the held segment, the session."""
+    """State of one blob upload: the source, the hash, the held bytes, the session."""
 
-    def __init__(self, chunks: Iterable[bytes], size: int | None):
+    def __init__(self, chunks: Iterable[bytes], size: int | None, window: int):
         self.source = iter(chunks)
         self.size = size
+        self.window = window
         self.hasher = hashlib.sha256()
         self.read_total = 0  # bytes pulled from the source (and hashed)
-        self.pending: memoryview | None = None  # the unused tail of a chunk that straddled a segment end
-        self.seg_start = 0  # offset of the first held byte
-        self.held: list[memoryview] = []  # bytes of the current segment pulled so far
+        self.pending: memoryview | None = None  # the unused tail of a chunk cut at a PATCH end
+        self.held: deque[memoryview] = deque()  # the latest unacknowledged bytes pulled
+        self.held_start = 0  # offset of held[0]
+        self.held_bytes = 0
+        self.seg_start = 0  # offset where the current PATCH range starts
         self.location = ""
         self.offset = 0  # bytes the registry acknowledged
         self.exhausted = False
 
+    def _next_chunk(self) -> memoryview | None:
+        while not self.exhausted:
+            try:
+                chunk = next(self.source)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            except Exception as e:
+                raise _SourceFailed(e) from e
+            if chunk:
+                piece = memoryview(chunk).cast("B")
+                self.hasher.update(piece)  # the only place bytes are hashed: each byte once
+                return piece
+        return None
+
     def pull(self, limit: int) -> memoryview | None:
         """Up to ``limit`` new bytes from the source (hashed, held); None at the end."""
-        while True:
-            if self.pending is not None:
-                piece, self.pending = self.pending, None
-            else:
-                if self.exhausted:
-                    return None
-                try:
-                    chunk = next(self.source)
-                except StopIteration:
-                    self.exhausted = True
-                    return None
-                except Exception as e:
-                    raise _SourceFailed(e) from e
-                if not chunk:
-                    continue
-                piece = memoryview(chunk).cast("B")
-                self.hasher.update(piece)
-            if len(piece) > limit:
-                piece, self.pending = piece[:limit], piece[limit:]
-            self.read_total += len(piece)
-            self.held.append(piece)
-            return piece
+        if self.pending is not None:
+            piece, self.pending = self.pending, None
+        else:
+            got = self._next_chunk()
+            if got is None:
+                return None
+            piece = got
+        if len(piece) > limit:
+            piece, self.pending = piece[:limit], piece[limit:]
+        self.read_total += len(piece)
+        self.held.append(piece)
+        self.held_bytes += len(piece)
+        # Keep at least ``window`` bytes; older ones can no longer be resent.
+        while len(self.held) > 1 and self.held_bytes - len(self.held[0]) >= self.window:
+            self._drop()
+        return piece
 
-    def start_segment(self) -> None:
-        self.seg_start = self.offset
-        self.held = []
+    def _drop(self) -> None:
+        n = len(self.held.popleft())
+        self.held_start += n
+        self.held_bytes -= n
+
+    def acknowledge(self, offset: int) -> None:
+        """The registry has ``offset`` bytes: nothing before it will be sent again."""
+        self.offset = offset
+        while self.held and self.held_start + len(self.held[0]) <= offset:
+            self._drop()
+
+    def restart(self) -> None:
+        """A new session from byte 0 (only while every byte since 0 is held)."""
+        self.offset = self.seg_start = 0
 
     def fill(self, limit: int) -> None:
-        """Read ahead up to ``limit`` bytes (when the total size is unknown)."""
+        """Read ahead until ``limit`` bytes from the PATCH start are pulled (size unknown)."""
         while self.read_total - self.seg_start < limit:
             if self.pull(limit - (self.read_total - self.seg_start)) is None:
                 break
 
     def has_more(self) -> bool:
         """Whether the source has bytes beyond what was pulled (peeks one chunk)."""
-        if self.pending is not None:
-            return True
-        while not self.exhausted:
-            try:
-                chunk = next(self.source)
-            except StopIteration:
-                self.exhausted = True
-                return False
-            except Exception as e:
-                raise _SourceFailed(e) from e
-            if chunk:
-                piece = memoryview(chunk).cast("B")
-                self.hasher.update(piece)
-                self.pending = piece
-                return True
-        return False
+        if self.pending is None:
+            self.pending = self._next_chunk()
+        return self.pending is not None
 
     @property
     def digest(self) -> str:
@@ -231,12 +248,13 @@ class RegistryClient:
         insecure: bool = False,
         retry: RetryPolicy | None = None,
         segment_size: int = SEGMENT_SIZE,
+        window: int = WINDOW,
         timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not 0 < segment_size <= SEGMENT_SIZE:
-            raise ValueError(f"segment_size must be in 1..{SEGMENT_SIZE}")
+        if segment_size <= 0 or not 0 < window <= WINDOW:
+            raise ValueError(f"segment_size must be > 0 and window in 1..{WINDOW}")
         self.registry = registry
         self.base = urls.base_url(registry, insecure=insecure)
         self.session = session or requests.Session()
@@ -247,6 +265,7 @@ class RegistryClient:
         self.verify: str | bool = str(ca_file) if ca_file is not None else True
         self.retry = retry or RetryPolicy()
         self.segment_size = segment_size
+        self.window = window
         self.timeout = timeout
         self._sleep = sleep
         creds = Credentials(username, password or "") if username is not None else None
@@ -432,7 +451,7 @@ class RegistryClient:
                 return Descriptor(media_type, digest, have)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        up = _Upload(chunks, size)
+        up = _Upload(chunks, size, self.window)
         try:
             self._open_session(repo, up)
             self._send_all(repo, up)
@@ -451,9 +470,10 @@ class RegistryClient:
         except _SourceSizeMismatch as e:
             self._cancel(up.location, repo)
             up.location = ""
+            got = f"more than {size}" if e.count > (size or 0) else str(e.count)
             raise DigestMismatch(
                 None,
-                f"blob content has {'more than ' if e.count >= (size or 0) else ''}{e.count} bytes, "
+                f"the source yielded {got} bytes, "
                 f"but {size} were expected; upload cancelled, nothing committed: "
                 "the source is truncated or changed",
             ) from None
@@ -480,12 +500,10 @@ class RegistryClient:
         """PATCH segment after segment; on failure resume from the registry's Range."""
         failures = 0
         streak_start = 0.0
-        up.start_segment()
         send_from = 0
         while True:
-            if up.offset == up.read_total and (up.offset - up.seg_start) >= self.segment_size:
-                up.start_segment()  # the segment is acknowledged: its bytes are no longer needed
-                send_from = up.offset
+            if up.offset == up.read_total and (up.offset - up.seg_start) >= self._patch_size(up):
+                up.seg_start = send_from = up.offset  # the PATCH range is done: start the next one
             seg_end = self._segment_end(up)
             if up.offset >= seg_end:
                 # Everything pulled so far is acknowledged and the segment is not full: the end.
@@ -520,10 +538,14 @@ class RegistryClient:
                 except _Retry as r:
                     err = r.error
 
+    def _patch_size(self, up: _Upload) -> int:
+        # Unknown total: read a PATCH ahead (so Content-Range is exact), hence at most a window.
+        return self.segment_size if up.size is not None else min(self.segment_size, self.window)
+
     def _segment_end(self, up: _Upload) -> int:
         if up.size is not None:
             return min(up.size, up.seg_start + self.segment_size)
-        up.fill(self.segment_size)  # unknown total: read ahead so Content-Range is exact
+        up.fill(self._patch_size(up))
         return up.read_total
 
     def _patch(self, repo: str, up: _Upload, send_from: int, end: int) -> None:
@@ -539,9 +561,9 @@ class RegistryClient:
             if loc:
                 up.location = urls.resolve_location(up.location, loc)
             got = _range_end(resp.headers.get("Range"))
-            up.offset = end
             if got is not None and got != end:
                 raise _Retry(RegistryError(None, f"registry acknowledged {got} bytes, expected {end}"))
+            up.acknowledge(end)
             return
         body_text = resp.content[:65536]
         err = error_from_response(status, body_text, what=what, registry=self.registry)
@@ -571,13 +593,17 @@ class RegistryClient:
             got = (
                 0 if rng in ("", "0-0", "bytes=0-0") else (_range_end(rng) or 0)
             )  # distribution: 0-0 = empty
-            if up.seg_start <= got <= up.read_total:
-                up.offset = got
+            if up.held_start <= got <= up.read_total:
+                up.acknowledge(got)
                 return got
+            if got > up.read_total:
+                raise RegistryError(
+                    None, f"upload session in {repo} claims {got} bytes, but only {up.read_total} were sent"
+                )
             raise UploadInterrupted(
                 None,
-                f"upload session in {repo} stands at byte {got}, but only bytes {up.seg_start}.."
-                f"{up.read_total} are still held; retry the publish",
+                f"upload session in {repo} stands at byte {got}, but bytes before {up.held_start} "
+                "are no longer held; retry the publish",
             )
         err = error_from_response(resp.status_code, body, what=what, registry=self.registry)
         if isinstance(err, InsufficientStorage | AuthError):
@@ -587,13 +613,14 @@ class RegistryClient:
         # The session is gone: distribution refuses (and deletes) a session whose stored size
         # differs from the offset signed into its Location after a cut mid-PATCH. Start over
         # in a new session only if every byte since 0 is still held.
-        if up.seg_start == 0:
+        if up.held_start == 0:
             self._open_session(repo, up)
+            up.restart()
             return 0
         raise UploadInterrupted(
             None,
             f"upload session in {repo} was lost at {self.registry} ({err.message}) after "
-            f"{up.seg_start} bytes; those bytes are no longer held, retry the publish",
+            f"{up.offset} bytes; bytes before {up.held_start} are no longer held, retry the publish",
             err.status,
         )
 

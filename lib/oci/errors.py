@@ -130,4 +130,6 @@ def error_from_response(status: int, body: bytes | str | None, *, what: str, reg
         return NotFound(None, f"not found: {where}; check the repository, tag or digest", status)
     if codes & {"DIGEST_INVALID", "SIZE_INVALID"}:
         return DigestMismatch(None, f"registry rejected the content of {where}", status)
+    if status >= 500:  # a server-side failure: worth retrying the publish later
+        return RegistryError(Reason.WORKER_FAILED, f"registry failed during {where}; retry later", status)
     return RegistryError(None, f"{where}", status)

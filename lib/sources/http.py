@@ -26,6 +26,7 @@ context a user can act on.
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import re
 import time
@@ -38,6 +39,7 @@ import requests
 import urllib3.exceptions
 
 CHUNK_SIZE = 1 << 20  # bytes per read while streaming a file
+MAX_DOCUMENT = 64 << 20  # largest JSON/manifest answer read into memory
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -264,10 +266,30 @@ class HttpClient:
                 continue
             raise HttpStatusError(url, status, resp.headers, body)
 
+    def get_bytes(self, url: str, *, headers: Mapping[str, str] | None = None, limit: int = MAX_DOCUMENT
+                  ) -> tuple[bytes, Mapping[str, str]]:
+        """A small document (at most ``limit`` bytes) and the answer's headers."""
+        failures = 0
+        while True:
+            resp = self.request(url, headers=headers, stream=True)
+            try:
+                body = resp.raw.read(limit + 1, decode_content=True)
+            except _TRANSPORT_ERRORS as e:
+                failures += 1
+                if failures >= self.policy.attempts:
+                    raise Unavailable(url, f"reading {_safe_url(url)} failed: {e}") from e
+                self.sleep(backoff_delay(failures, self.policy))
+                continue
+            finally:
+                resp.close()
+            if len(body) > limit:
+                raise ContentMismatch(url, f"{_safe_url(url)} answered more than {limit} bytes")
+            return body, resp.headers
+
     def get_json(self, url: str, *, headers: Mapping[str, str] | None = None) -> object:
-        resp = self.request(url, headers={"Accept": "application/json", **(headers or {})})
+        body, _ = self.get_bytes(url, headers={"Accept": "application/json", **(headers or {})})
         try:
-            return resp.json()
+            return json.loads(body)
         except ValueError as e:
             raise ContentMismatch(url, f"{_safe_url(url)} did not answer JSON: {e}") from e
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -349,7 +350,7 @@ class HuggingFaceSource:
     # -- bytes ----------------------------------------------------------------------
 
     def _opener(self, sibling: Sibling) -> Opener:
-        return lambda offset=0: self._open(sibling, offset)
+        return partial(self._open, sibling)
 
     @contextmanager
     def _open(self, sibling: Sibling, offset: int) -> Iterator[Iterator[bytes]]:

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from lib.api.types import Reason
@@ -206,23 +207,16 @@ class OllamaSource:
     def snapshot(self) -> SourceSnapshot:
         url = f"{self.base}/v2/{self.repository}/manifests/{self.tag}"
         try:
-            resp = self.http.request(url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
-            try:
-                body = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-            finally:
-                resp.close()
+            body, headers = self.http.get_bytes(url, headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                                                limit=MAX_MANIFEST_BYTES)
         except HttpError as e:
             raise self._error(e, "manifest") from e
-        except (OSError, ValueError) as e:  # urllib3 read errors derive from these
-            raise SourceError(Reason.SOURCE_UNAVAILABLE, f"{self.ref}: reading the manifest failed: {e}") from e
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise self._failed(f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        announced = resp.headers.get("Docker-Content-Digest")
+        announced = headers.get("Docker-Content-Digest")
         if announced and announced != digest:
             raise self._failed(f"manifest digest {digest} differs from the announced {announced}")
         try:
-            config_desc, layers = parse_manifest(body, resp.headers.get("Content-Type", ""))
+            config_desc, layers = parse_manifest(body, headers.get("Content-Type", ""))
             files, skipped = layer_files(layers)
         except ValueError as e:
             raise self._failed(f"invalid manifest {digest}: {e}") from e
@@ -257,7 +251,7 @@ class OllamaSource:
             raise self._failed(f"config blob is not JSON: {e}") from e
 
     def _opener(self, desc: Descriptor) -> Opener:
-        return lambda offset=0: self._open(desc, offset)
+        return partial(self._open, desc)
 
     @contextmanager
     def _open(self, desc: Descriptor, offset: int) -> Iterator[Iterator[bytes]]:

@@ -152,6 +152,7 @@ class Cluster:
             if o["metadata"].get("finalizers"):
                 o["metadata"].setdefault("deletionTimestamp", now_rfc3339())
                 o["metadata"]["resourceVersion"] = self._next_rv()
+                self.events.append(("MODIFIED", *k))
                 return
             self._remove(k)
 

@@ -129,14 +129,20 @@ def secret(name: str, namespace: str, data: dict[str, str], type_: str = "Opaque
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid_for("Secret", namespace, name),
-                     "creationTimestamp": T0},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid_for("Secret", namespace, name),
+            "creationTimestamp": T0,
+        },
         "type": type_,
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
 
-def observe(desired: Obj, *, created: str = T0, status: Obj | None = None, annotations: dict | None = None) -> Obj:
+def observe(
+    desired: Obj, *, created: str = T0, status: Obj | None = None, annotations: dict | None = None
+) -> Obj:
     """A desired child as the API server returns it after creation."""
     o = copy.deepcopy(desired)
     md = o["metadata"]
@@ -172,8 +178,14 @@ def job_status(
     if condition:
         t = finished or start
         st["conditions"] = [
-            {"type": condition, "status": "True", "reason": reason or condition, "message": message,
-             "lastProbeTime": t, "lastTransitionTime": t}
+            {
+                "type": condition,
+                "status": "True",
+                "reason": reason or condition,
+                "message": message,
+                "lastProbeTime": t,
+                "lastTransitionTime": t,
+            }
         ]
         if condition == "Complete":
             st["completionTime"] = t
@@ -196,15 +208,23 @@ def pod_of(
     jname = job["metadata"]["name"]
     name = f"{jname}-{index:05d}"[:63]
     labels = {**tmpl["metadata"]["labels"], "batch.kubernetes.io/job-name": jname, "job-name": jname}
-    cs: Obj = {"name": container, "image": tmpl["spec"]["containers"][0]["image"], "ready": False,
-               "restartCount": 0}
+    cs: Obj = {
+        "name": container,
+        "image": tmpl["spec"]["containers"][0]["image"],
+        "ready": False,
+        "restartCount": 0,
+    }
     if exit_code is None:
         cs["state"] = {"running": {"startedAt": "2026-01-01T00:00:10Z"}}
         cs["ready"] = True
         phase = "Running"
     else:
-        term: Obj = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-                     "startedAt": "2026-01-01T00:00:10Z", "finishedAt": finished}
+        term: Obj = {
+            "exitCode": exit_code,
+            "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+            "startedAt": "2026-01-01T00:00:10Z",
+            "finishedAt": finished,
+        }
         if message is not None:
             term["message"] = message
         cs["state"] = {"terminated": term}
@@ -212,8 +232,13 @@ def pod_of(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "uid": uid_for("Pod", ns, name), "labels": labels,
-                     "creationTimestamp": "2026-01-01T00:00:06Z"},
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid_for("Pod", ns, name),
+            "labels": labels,
+            "creationTimestamp": "2026-01-01T00:00:06Z",
+        },
         "spec": copy.deepcopy(tmpl["spec"]),
         "status": {"phase": phase, "startTime": "2026-01-01T00:00:06Z", "containerStatuses": [cs]},
     }
@@ -229,11 +254,21 @@ def success_result(
 ) -> str:
     return json.dumps(
         {
-            "artifact": {"uri": f"{destination}@{digest}", "digest": digest,
-                         "mediaType": "application/vnd.oci.image.manifest.v1+json", "sizeBytes": size},
-            "resolved": {"format": fmt, "family": "bert", "architecture": "BertModel", "parameterCount": 22000000,
-                         "contextWindowTokens": 512, "supportedEndpointTypes": ["Embeddings"],
-                         "supportedFeatures": []},
+            "artifact": {
+                "uri": f"{destination}@{digest}",
+                "digest": digest,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "sizeBytes": size,
+            },
+            "resolved": {
+                "format": fmt,
+                "family": "bert",
+                "architecture": "BertModel",
+                "parameterCount": 22000000,
+                "contextWindowTokens": 512,
+                "supportedEndpointTypes": ["Embeddings"],
+                "supportedFeatures": [],
+            },
             "source": {"resolvedType": resolved_type, "resolvedRevision": "c0ffee", "remoteDigest": ""},
         }
     )
@@ -250,7 +285,9 @@ def children_of(answer: Obj) -> list[Obj]:
 def find_child(answer_or_children: Obj | list[Obj], kind: str, name_prefix: str = "") -> Obj:
     items = answer_or_children if isinstance(answer_or_children, list) else children_of(answer_or_children)
     found = [c for c in items if c["kind"] == kind and c["metadata"]["name"].startswith(name_prefix)]
-    assert len(found) == 1, f"expected one {kind} {name_prefix!r}, got {[c['metadata']['name'] for c in found]}"
+    assert len(found) == 1, (
+        f"expected one {kind} {name_prefix!r}, got {[c['metadata']['name'] for c in found]}"
+    )
     return found[0]
 
 

@@ -147,8 +147,13 @@ class Kubelet:
         return out
 
     # -- pods -----------------------------------------------------------------------------------------
-    def run_pod(self, pod: Obj, on_done: Any, workdir_name: str | None = None) -> Path:
-        """Run a pod's init containers then its first container; returns the pod dir."""
+    def run_pod(self, pod: Obj, on_done: Any, workdir_name: str | None = None, *, app: bool = True) -> Path:
+        """Run a pod's init containers then (``app``) its first container; returns the pod dir.
+
+        Workload pods run with ``app=False``: their init containers (the
+        injected ``materialize`` steps) run for real; the application image is
+        not ours to run, so the test reads what it would see instead.
+        """
         ns = pod["metadata"]["namespace"]
         name = pod["metadata"]["name"]
         pod_dir = self.root / "pods" / ns / (workdir_name or name)
@@ -166,7 +171,7 @@ class Kubelet:
                 for c in spec.get(group) or []:
                     if not ok:
                         break
-                    if group == "containers" and c is not spec["containers"][0]:
+                    if group == "containers" and (not app or c is not spec["containers"][0]):
                         continue  # only the first (worker) container runs; apps are not executed
                     term = pod_dir / f"{c['name']}.termination-log"
                     mounts = self._mounts(c, volumes)
@@ -216,6 +221,13 @@ class Kubelet:
         rp.thread = threading.Thread(target=body, daemon=True)
         rp.thread.start()
         return pod_dir
+
+    def container_view(self, pod: Obj, pod_dir: Path, container: Obj) -> tuple[dict[str, Path], dict[str, str]]:
+        """What ``container`` would see: its mounts as local dirs, and its literal env."""
+        volumes = {v["name"]: pod_dir / "volumes" / v["name"] for v in pod["spec"].get("volumes") or []}
+        mounts = dict(self._mounts(container, volumes))
+        env = {e["name"]: e.get("value", "") for e in container.get("env") or [] if "value" in e}
+        return mounts, env
 
     def _publish_service_ports(self, pod: Obj, port: int) -> None:
         labels = pod["metadata"].get("labels") or {}

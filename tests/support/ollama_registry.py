@@ -150,6 +150,7 @@ class BlobRedirector:
 
     registry_url: str
     tamper: set[str] = field(default_factory=set)  # blob digests served with one byte flipped
+    announce_digest: str | None = None  # a Docker-Content-Digest to announce instead of the real one
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
     store_url: str = ""
@@ -202,7 +203,10 @@ class BlobRedirector:
             return
         accept = h.headers.get("Accept", "")
         r = requests.get(f"{self.registry_url}{path}", headers={"Accept": accept}, timeout=10)
-        self._relay(h, r.status_code, r.headers, r.content)
+        headers = dict(r.headers)
+        if self.announce_digest:
+            headers["Docker-Content-Digest"] = self.announce_digest
+        self._relay(h, r.status_code, headers, r.content)
 
     def _store(self, h: http.server.BaseHTTPRequestHandler) -> None:
         if "Authorization" in h.headers:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -145,6 +146,40 @@ class LocalModule:
                 return True
             time.sleep(interval)
         return False
+
+    def run_workload_pod(self, kind: str, name: str, namespace: str, timeout: float = 120) -> Obj:
+        """Start one pod of a workload as its controller would, running its init containers.
+
+        Returns ``{"gated": bool, "pod": pod, "dir": Path, "ok": bool, "app": (mounts, env)}``.
+        """
+        assert self.kubelet
+        w = self.cluster.get(kind, name, namespace)
+        assert w is not None, f"{kind} {namespace}/{name} not found"
+        tmpl = w["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else w["spec"]["template"]
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{w['metadata'].get('resourceVersion', '0')}", "namespace": namespace,
+                         "labels": (tmpl.get("metadata") or {}).get("labels") or {},
+                         "annotations": (tmpl.get("metadata") or {}).get("annotations") or {}},
+            "spec": tmpl["spec"],
+        }
+        if tmpl["spec"].get("schedulingGates"):
+            return {"gated": True, "pod": pod}
+        done: dict[str, Any] = {}
+        import threading
+
+        ev = threading.Event()
+
+        def on_done(ok: bool, status: Obj) -> None:
+            done.update(ok=ok, status=status)
+            ev.set()
+
+        self.cluster.apply(pod)
+        pod_dir = self.kubelet.run_pod(pod, on_done, app=False)
+        ev.wait(timeout)
+        app = self.kubelet.container_view(pod, pod_dir, tmpl["spec"]["containers"][0])
+        return {"gated": False, "pod": pod, "dir": pod_dir, "ok": done.get("ok", False),
+                "status": done.get("status"), "app": app}
 
     def model(self, name: str, namespace: str = "default") -> Obj | None:
         return self.cluster.get("Model", name, namespace)

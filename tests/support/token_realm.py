@@ -111,8 +111,9 @@ class TokenRealm:
                 else:
                     ok = realm.users is None
                 with realm._lock:
-                    realm.requests.append({"user": user, "scope": q.get("scope", []), "service": q.get("service"),
-                                           "ok": ok})
+                    realm.requests.append(
+                        {"user": user, "scope": q.get("scope", []), "service": q.get("service"), "ok": ok}
+                    )
                 if parts.path != "/token" or not ok:
                     self.send_response(401 if ok is False else 404)
                     self.send_header("Content-Length", "0")

@@ -1,0 +1,520 @@
+"""Pure hook tests: the ModelCatalogSource controller and the Model hooks' catalog plan.
+
+Requests have Metacontroller v2 shapes (tests/support/hookreq.py); answers are
+checked like the Model hooks' (strict children, status valid for the CRD).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from hooks import catalogsource as cs
+from hooks import model as hooks_model
+from hooks import model_catalog
+from lib.config import Config
+from lib.credentials import dockerconfigjson
+from tests.support import crd_validate
+from tests.support import hookreq as hr
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = Config(namespace="d8-ai-models", registry="dmcr.test:5000", worker_image="worker:test", signing_key=b"k" * 32)
+CRDS = {
+    "ModelCatalogSource": yaml.safe_load((ROOT / "crds" / "modelcatalogsources.yaml").read_text()),
+    "Model": yaml.safe_load((ROOT / "crds" / "models.yaml").read_text()),
+    "ClusterModel": yaml.safe_load((ROOT / "crds" / "clustermodels.yaml").read_text()),
+}
+SOURCE = "ModelCatalogSource.ai.deckhouse.io/v1alpha1"
+MODEL = "Model.ai.deckhouse.io/v1alpha1"
+SOURCE_CHILDREN = ("Job.batch/v1", "CronJob.batch/v1", "Secret.v1")
+SOURCE_RELATED = ("Pod.v1", "Secret.v1", MODEL)
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
+REV1, REV2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+# -- builders ----------------------------------------------------------------------
+
+
+def source(
+    name: str = "dmz", *, status: dict | None = None, auth: bool = True, ca: bool = True, **spec: Any
+) -> dict:
+    sp: dict[str, Any] = {"registry": "registry.dmz.example:5000", "repository": "ai-models/catalog",
+                          "refreshIntervalSeconds": 600, **spec}
+    if auth:
+        sp["authSecretRef"] = {"namespace": "catalog-admin", "name": "dmz-pull"}
+    if ca:
+        sp["caBundle"] = base64.b64encode(PEM.encode()).decode()
+    obj = {
+        "apiVersion": "ai.deckhouse.io/v1alpha1",
+        "kind": "ModelCatalogSource",
+        "metadata": {"name": name, "uid": hr.uid_for("MCS", name), "generation": 1, "creationTimestamp": hr.T0},
+        "spec": sp,
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def pull_secret(user: str = "reader", pw: str = "s3cret") -> dict:
+    return hr.secret("dmz-pull", "catalog-admin", {".dockerconfigjson": dockerconfigjson(
+        "registry.dmz.example:5000", user, pw)}, "kubernetes.io/dockerconfigjson")
+
+
+def entry(name: str, digest: str) -> dict:
+    return {"name": name, "reference": f"models/{name}@{digest}", "digest": digest, "format": "GGUF",
+            "family": "qwen3", "sizeBytes": 1234}
+
+
+def ready_status(revision: str = REV1, models: list | None = None, attempt: int = 2) -> dict:
+    return {
+        "phase": "Ready",
+        "catalogRevision": revision,
+        "models": models if models is not None else [entry("qwen3-8b", D1)],
+        "lastProbeTime": "2026-01-01T00:10:00Z",
+        "probeAttempt": attempt,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "CatalogProbed", "message": "ok",
+                        "lastTransitionTime": "2026-01-01T00:10:00Z"}],
+    }
+
+
+def failed_status(reason: str, message: str = "broken", **extra: Any) -> dict:
+    return {
+        "phase": "Failed",
+        "probeAttempt": 3,
+        "conditions": [{"type": "Ready", "status": "False", "reason": reason, "message": message,
+                        "lastTransitionTime": "2026-01-01T00:20:00Z"}],
+        **extra,
+    }
+
+
+def check(parent: dict, answer: dict) -> dict:
+    assert set(answer) == {"status", "children", "resyncAfterSeconds"}
+    assert "observedGeneration" not in answer["status"]
+    seen = set()
+    for child in answer["children"]:
+        kubernetes_validate.validate(child, "1.33", strict=True)
+        key = (child["kind"], child["metadata"]["namespace"], child["metadata"]["name"])
+        assert key not in seen
+        seen.add(key)
+    errors = crd_validate.validate_status(CRDS[parent["kind"]], parent, answer["status"])
+    assert [e for e in errors if e.startswith("status")] == [], errors
+    return answer
+
+
+def src_sync(parent: dict, children=(), related=(), config: Config = CFG) -> dict:
+    req = hr.sync_request(parent, children, related, child_types=SOURCE_CHILDREN, related_types=SOURCE_RELATED)
+    return check(parent, cs.sync(req, config))
+
+
+def jobs(answer: dict) -> dict[str, dict]:
+    return {c["metadata"]["name"]: c for c in answer["children"] if c["kind"] == "Job"}
+
+
+def secrets(answer: dict) -> dict[tuple[str, str], dict]:
+    return {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in answer["children"]
+            if c["kind"] == "Secret"}
+
+
+def ready_cond(answer: dict) -> dict:
+    return next(c for c in answer["status"]["conditions"] if c["type"] == "Ready")
+
+
+def finished(job: dict, result: dict | None, *, exit_code: int = 0, at: str = "2026-01-01T00:10:00Z"):
+    """The observed Job (Complete/Failed) and its pod with ``result`` as termination message."""
+    cond_type = "Complete" if exit_code == 0 else "Failed"
+    observed = hr.observe(job, status=hr.job_status(succeeded=int(exit_code == 0), failed=int(exit_code != 0),
+                                                    condition=cond_type, finished=at))
+    pod = hr.pod_of(observed, exit_code=exit_code, finished=at,
+                    message=json.dumps(result) if result is not None else None)
+    return observed, pod
+
+
+def waiting(job: dict) -> tuple[dict, dict]:
+    observed = hr.observe(job, status=hr.job_status(active=1))
+    return observed, hr.pod_of(observed)
+
+
+# As the probe writes it: ``digest`` is implied by ``reference``.
+PROBE_OK = {
+    "catalogRevision": REV1,
+    "models": [{k: v for k, v in entry(n, d).items() if k != "digest"} for n, d in (("qwen3-8b", D1), ("gemma", D2))],
+}
+
+
+# -- ModelCatalogSource controller ----------------------------------------------------
+
+
+def test_customize_relates_probe_pods_auth_secret_and_models():
+    rel = cs.customize(hr.customize_request(source()), CFG)["relatedResources"]
+    assert {"apiVersion": "v1", "resource": "secrets", "namespace": "catalog-admin", "names": ["dmz-pull"]} in rel
+    pods = next(r for r in rel if r["resource"] == "pods")
+    assert pods["namespace"] == "d8-ai-models"
+    assert pods["labelSelector"] == {"matchLabels": {cs.LABEL_SOURCE_UID: source()["metadata"]["uid"]}}
+    assert {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "labelSelector": {}} in rel
+    anon = cs.customize(hr.customize_request(source(auth=False)), CFG)["relatedResources"]
+    assert not any(r["resource"] == "secrets" for r in anon)
+
+
+def test_first_sync_starts_a_restricted_probe_with_copied_credentials():
+    a = src_sync(source(), related=[pull_secret()])
+    assert a["status"]["phase"] == "Pending" and a["status"]["probeAttempt"] == 1
+    assert ready_cond(a)["status"] == "Unknown"
+    assert a["resyncAfterSeconds"] == 600
+    (name, job), = jobs(a).items()
+    assert name == "ai-catalog-probe-dmz-1" and job["metadata"]["namespace"] == "d8-ai-models"
+    pod = job["spec"]["template"]["spec"]
+    assert "initContainers" not in pod  # the first probe runs at once
+    assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    args = c["args"]
+    assert args[:3] == ["catalog-probe", "--catalog", "registry.dmz.example:5000/ai-models/catalog:latest"]
+    assert args[args.index("--auth-file") + 1] == "/var/run/ai-models/source/.dockerconfigjson"
+    assert args[args.index("--ca-file") + 1] == "/var/run/ai-models/source-ca/ca.crt"
+    assert "--insecure-registry" not in args
+    mounted = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert mounted == {"ai-catalog-auth-dmz", "ai-catalog-ca-dmz"}
+    sec = secrets(a)
+    auth = sec[("d8-ai-models", "ai-catalog-auth-dmz")]
+    assert auth["type"] == "kubernetes.io/dockerconfigjson"
+    assert auth["data"][".dockerconfigjson"] == pull_secret()["data"][".dockerconfigjson"]
+    assert base64.b64decode(sec[("d8-ai-models", "ai-catalog-ca-dmz")]["data"]["ca.crt"]).decode() == PEM
+
+
+def test_insecure_and_anonymous_source():
+    a = src_sync(source(auth=False, ca=False, insecure=True, tag="v2"))
+    (job,) = jobs(a).values()
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--insecure-registry" in args and "--auth-file" not in args and "--ca-file" not in args
+    assert "registry.dmz.example:5000/ai-models/catalog:v2" in args
+    assert secrets(a) == {}
+
+
+def test_successful_probe_is_recorded_and_the_next_one_waits_the_interval():
+    parent = source()
+    a = src_sync(parent, related=[pull_secret()])
+    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
+    st = b["status"]
+    assert st["phase"] == "Ready" and st["catalogRevision"] == REV1 and st["probeAttempt"] == 2
+    assert st["models"] == [entry("qwen3-8b", D1), entry("gemma", D2)]
+    assert st["lastProbeTime"] == "2026-01-01T00:10:00Z"
+    assert ready_cond(b)["status"] == "True" and "2 models" in ready_cond(b)["message"]
+    js = jobs(b)
+    assert set(js) == {"ai-catalog-probe-dmz-1", "ai-catalog-probe-dmz-2"}  # the finished one is kept
+    init = js["ai-catalog-probe-dmz-2"]["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"] == ["600"]  # sleeps refreshIntervalSeconds, then probes
+    # Next call: probe 2 sleeping, status recorded: nothing new starts, status is stable.
+    job2, pod2 = waiting(js["ai-catalog-probe-dmz-2"])
+    c = src_sync(hr.next_parent(parent, b), [job1, job2], [pull_secret(), pod1, pod2])
+    assert set(jobs(c)) == {"ai-catalog-probe-dmz-1", "ai-catalog-probe-dmz-2"}
+    assert c["status"] == b["status"]
+    assert c["resyncAfterSeconds"] == 600
+
+
+def test_lost_status_write_is_recovered_from_the_kept_job():
+    parent = source()
+    a = src_sync(parent, related=[pull_secret()])
+    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
+    job2, pod2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
+    # The status write of b was lost: the parent still says Pending / attempt 1.
+    c = src_sync(hr.next_parent(parent, a), [job1, job2], [pull_secret(), pod1, pod2])
+    assert c["status"]["phase"] == "Ready" and c["status"]["probeAttempt"] == 2
+    assert c["status"]["catalogRevision"] == REV1
+
+
+@pytest.mark.parametrize(
+    "reason", ["CatalogAuthFailed", "CatalogTLSInvalid", "CatalogSourceNotReady", "CatalogInvalid"]
+)
+def test_probe_errors_become_failed_with_the_probe_reason(reason):
+    parent = source(status=ready_status(attempt=4))
+    job4 = cs.probe_job(cs.parse_source(parent), CFG, attempt=4, delay=600, inputs="x", auth=True, ca=True)
+    obs, pod = finished(job4, {"error": {"reason": reason, "message": f"{reason} details"}},
+                        exit_code=1, at="2026-01-01T01:00:00Z")
+    a = src_sync(parent, [obs], [pull_secret(), pod])
+    st = a["status"]
+    assert st["phase"] == "Failed" and ready_cond(a)["reason"] == reason
+    assert ready_cond(a)["message"] == f"{reason} details"
+    assert st["lastProbeTime"] == "2026-01-01T01:00:00Z" and st["probeAttempt"] == 5
+    assert st["catalogRevision"] == REV1 and st["models"]  # the last good listing stays for information
+    assert "ai-catalog-probe-dmz-5" in jobs(a)
+
+
+def test_probe_job_failed_without_result_is_worker_failed():
+    parent = source(status=ready_status(attempt=2))
+    job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="x", auth=True, ca=True)
+    obs = hr.observe(job2, status=hr.job_status(failed=1, condition="Failed", reason="DeadlineExceeded",
+                                                message="Job was active longer than specified deadline"))
+    a = src_sync(parent, [obs], [pull_secret()])
+    assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "WorkerFailed"
+    assert "DeadlineExceeded" in ready_cond(a)["message"]
+
+
+def test_changed_credentials_replace_the_sleeping_probe_at_once():
+    parent = source()
+    a = src_sync(parent, related=[pull_secret()])
+    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
+    job2, pod2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
+    fixed = pull_secret("reader", "rotated")
+    c = src_sync(hr.next_parent(parent, b), [job1, job2], [fixed, pod1, pod2])
+    js = jobs(c)
+    assert "ai-catalog-probe-dmz-2" not in js and "ai-catalog-probe-dmz-3" in js
+    assert "initContainers" not in js["ai-catalog-probe-dmz-3"]["spec"]["template"]["spec"]
+    assert c["status"]["probeAttempt"] == 3 and c["status"]["phase"] == "Ready"
+    copy_ = secrets(c)[("d8-ai-models", "ai-catalog-auth-dmz")]
+    assert copy_["data"][".dockerconfigjson"] == fixed["data"][".dockerconfigjson"]
+    # A spec change (another tag) does the same.
+    moved = copy.deepcopy(hr.next_parent(parent, c))
+    moved["spec"]["tag"] = "v2"
+    job3, pod3 = waiting(js["ai-catalog-probe-dmz-3"])
+    d = src_sync(moved, [job3], [fixed, pod3])
+    assert "ai-catalog-probe-dmz-4" in jobs(d) and "ai-catalog-probe-dmz-3" not in jobs(d)
+    assert "registry.dmz.example:5000/ai-models/catalog:v2" in json.dumps(jobs(d)["ai-catalog-probe-dmz-4"])
+
+
+def test_missing_or_invalid_auth_secret_and_bad_ca_fail_without_a_probe():
+    a = src_sync(source())
+    assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "CatalogAuthFailed"
+    assert "catalog-admin/dmz-pull" in ready_cond(a)["message"] and a["children"] == []
+    bad = hr.secret("dmz-pull", "catalog-admin", {"token": "x"})
+    a = src_sync(source(), related=[bad])
+    assert ready_cond(a)["reason"] == "CatalogAuthFailed" and ".dockerconfigjson" in ready_cond(a)["message"]
+    a = src_sync(source(auth=False, ca=False, caBundle=base64.b64encode(b"not a cert").decode()))
+    assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "CatalogTLSInvalid"
+
+
+def test_credentials_are_copied_only_where_pending_catalog_models_need_them():
+    def m(name: str, ns: str, catalog: dict, status: dict | None = None) -> dict:
+        return hr.model(name, ns, source={"catalog": catalog}, status=status)
+
+    models = [
+        m("a", "ai-demo", {"name": "qwen3-8b", "sourceName": "dmz"}),
+        m("b", "team-b", {"name": "qwen3-8b", "sourceName": "dmz"}, {"phase": "Ready"}),
+        m("c", "team-c", {"name": "qwen3-8b"}),  # the only Ready source is used
+        m("d", "team-d", {"name": "qwen3-8b", "sourceName": "other"}),
+        m("e", "team-e", {"name": "x"}, {"phase": "Failed", "source": {"catalog": {"sourceName": "other"}}}),
+        hr.model("f", "team-f"),  # not a catalog model
+        m("g", "d8-ai-models", {"name": "qwen3-8b", "sourceName": "dmz"}),
+    ]
+    parent = source(status=ready_status())
+    a = src_sync(parent, related=[pull_secret(), *models])
+    assert set(secrets(a)) == {
+        ("d8-ai-models", "ai-catalog-auth-dmz"),
+        ("d8-ai-models", "ai-catalog-ca-dmz"),
+        ("ai-demo", "ai-catalog-auth-dmz"),
+        ("team-c", "ai-catalog-auth-dmz"),
+    }
+    # Not Ready: a Model without sourceName cannot pick this source, so no copy for it.
+    b = src_sync(source(status=failed_status("CatalogSourceNotReady")), related=[pull_secret(), *models])
+    assert ("team-c", "ai-catalog-auth-dmz") not in secrets(b) and ("ai-demo", "ai-catalog-auth-dmz") in secrets(b)
+
+
+def test_source_sync_is_deterministic():
+    parent = source()
+    a = src_sync(parent, related=[pull_secret()])
+    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    req = hr.sync_request(hr.next_parent(parent, a), [job1], [pull_secret(), pod1],
+                          child_types=SOURCE_CHILDREN, related_types=SOURCE_RELATED)
+    first = json.dumps(cs.sync(copy.deepcopy(req), CFG), sort_keys=True)
+    assert all(json.dumps(cs.sync(copy.deepcopy(req), CFG), sort_keys=True) == first for _ in range(3))
+
+
+# -- the Model side: plan() and the Model hooks --------------------------------------
+
+
+def cat_model(catalog: dict, status: dict | None = None, *, cluster: bool = False) -> dict:
+    if cluster:
+        return hr.cluster_model("qwen", source={"catalog": catalog}, status=status)
+    return hr.model("qwen", "ai-demo", source={"catalog": catalog}, status=status)
+
+
+def related_sources(*sources: dict) -> dict:
+    return hr.object_map(sources, (SOURCE,))
+
+
+def test_plan_uses_the_only_ready_source_and_freezes_the_selection():
+    p = model_catalog.plan(cat_model({"name": "qwen3-8b"}), related_sources(
+        source(status=ready_status()), source("lab", status=failed_status("CatalogTLSInvalid"))), CFG)
+    assert p.error is None
+    assert p.source_url == f"oci://registry.dmz.example:5000/models/qwen3-8b@{D1}"
+    assert p.frozen == model_catalog.CatalogFrozen("dmz", REV1, D1, f"models/qwen3-8b@{D1}")
+    assert (p.auth_secret_name, p.auth_secret_namespace) == ("ai-catalog-auth-dmz", "ai-demo")
+    assert p.ca_bundle == PEM and p.insecure is False
+    cluster = model_catalog.plan(cat_model({"name": "qwen3-8b"}, cluster=True),
+                                 related_sources(source(status=ready_status())), CFG)
+    assert cluster.auth_secret_namespace == "d8-ai-models"
+    anon = model_catalog.plan(cat_model({"name": "qwen3-8b"}),
+                              related_sources(source(status=ready_status(), auth=False, insecure=True, ca=False)),
+                              CFG)
+    assert anon.auth_secret_name == "" and anon.insecure is True and anon.ca_bundle == ""
+
+
+def test_plan_refuses_none_ready_ambiguous_unknown_and_missing_names():
+    none_ready = model_catalog.plan(cat_model({"name": "qwen3-8b"}), related_sources(
+        source(status=failed_status("CatalogSourceNotReady"))), CFG)
+    assert none_ready.error.reason == "CatalogSourceNotReady" and none_ready.error.phase == "Pending"
+    assert none_ready.frozen is None
+    two = related_sources(source(status=ready_status()), source("lab", status=ready_status()))
+    amb = model_catalog.plan(cat_model({"name": "qwen3-8b"}), two, CFG)
+    assert (amb.error.reason, amb.error.phase) == ("CatalogSourceAmbiguous", "Failed")
+    assert "dmz, lab" in amb.error.message and "sourceName" in amb.error.message and amb.source_url == ""
+    named = model_catalog.plan(cat_model({"name": "qwen3-8b", "sourceName": "lab"}), two, CFG)
+    assert named.error is None and named.frozen.sourceName == "lab"
+    missing = model_catalog.plan(cat_model({"name": "llama", "sourceName": "dmz"}), two, CFG)
+    assert (missing.error.reason, missing.error.phase) == ("CatalogModelNotFound", "Failed")
+    assert "'llama'" in missing.error.message
+    unknown = model_catalog.plan(cat_model({"name": "qwen3-8b", "sourceName": "nope"}), two, CFG)
+    assert unknown.error.reason == "CatalogSourceNotReady" and "does not exist" in unknown.error.message
+    auth = model_catalog.plan(cat_model({"name": "qwen3-8b", "sourceName": "dmz"}), related_sources(
+        source(status=failed_status("CatalogAuthFailed", "401 from registry"))), CFG)
+    assert (auth.error.reason, auth.error.phase) == ("CatalogAuthFailed", "Failed")
+
+
+FROZEN = {"sourceName": "dmz", "catalogRevision": REV1, "remoteDigest": D1, "reference": f"models/qwen3-8b@{D1}"}
+
+
+def test_frozen_selection_never_moves_when_the_catalog_publishes_a_new_revision():
+    newer = source(status=ready_status(REV2, [entry("qwen3-8b", D3)], attempt=9))
+    parent = cat_model({"name": "qwen3-8b"}, {"phase": "Publishing", "source": {"catalog": FROZEN}})
+    p = model_catalog.plan(parent, related_sources(newer, source("lab", status=ready_status())), CFG)
+    assert p.error is None and p.frozen.as_status() == FROZEN  # not ambiguous either: the source is frozen
+    assert p.source_url.endswith(f"@{D1}")
+    # Even when the new revision no longer lists the model.
+    gone = source(status=ready_status(REV2, [entry("gemma", D2)]))
+    assert model_catalog.plan(parent, related_sources(gone), CFG).source_url.endswith(f"@{D1}")
+
+
+def test_frozen_import_waits_for_the_source_and_keeps_its_digest():
+    parent = cat_model({"name": "qwen3-8b"}, {"phase": "Failed", "source": {"catalog": FROZEN}})
+    for reason, phase in (("CatalogAuthFailed", "Failed"), ("CatalogTLSInvalid", "Failed"),
+                          ("CatalogSourceNotReady", "Pending"), ("CatalogInvalid", "Pending")):
+        p = model_catalog.plan(parent, related_sources(source(status=failed_status(reason))), CFG)
+        expected = reason if reason in ("CatalogAuthFailed", "CatalogTLSInvalid") else "CatalogSourceNotReady"
+        assert (p.error.reason, p.error.phase) == (expected, phase)
+        assert p.frozen.as_status() == FROZEN and D1 in p.error.message
+
+
+def test_plan_waits_for_the_credential_copy_when_secrets_are_related():
+    rel = related_sources(source(status=ready_status()))
+    rel["Secret.v1"] = {}
+    p = model_catalog.plan(cat_model({"name": "qwen3-8b"}), rel, CFG)
+    assert p.error.reason == "CatalogSourceNotReady" and "ai-catalog-auth-dmz" in p.error.message
+    rel["Secret.v1"] = {"ai-demo/ai-catalog-auth-dmz": hr.secret("ai-catalog-auth-dmz", "ai-demo", {})}
+    assert model_catalog.plan(cat_model({"name": "qwen3-8b"}), rel, CFG).error is None
+
+
+# Through the Model hooks (hooks/model.py consumes the plan).
+
+
+def model_sync(parent: dict, children=(), related=()) -> dict:
+    fn = hooks_model.clustermodel_sync if parent["kind"] == "ClusterModel" else hooks_model.model_sync
+    req = hr.sync_request(parent, children, related, related_types=("Pod.v1", SOURCE))
+    answer = fn(req, CFG)
+    errors = crd_validate.validate_status(CRDS[parent["kind"]], parent, answer["status"])
+    assert [e for e in errors if e.startswith("status")] == [], errors
+    return answer
+
+
+def test_model_hook_imports_the_frozen_digest_and_recovers_after_a_source_failure():
+    parent = cat_model({"name": "qwen3-8b"})
+    a = model_sync(parent, related=[source(status=ready_status())])
+    assert a["status"]["source"]["catalog"] == FROZEN
+    job = hr.find_child(a, "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--source") + 1] == f"oci://registry.dmz.example:5000/models/qwen3-8b@{D1}"
+    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert vols["source-auth"]["secret"]["secretName"] == "ai-catalog-auth-dmz"
+    # The source fails (rotated token): the Model shows it, starts nothing new, keeps the frozen digest.
+    p1 = hr.next_parent(parent, a)
+    b = model_sync(p1, related=[source(status=failed_status("CatalogAuthFailed", "401"))])
+    assert b["status"]["phase"] == "Failed"
+    assert next(c for c in b["status"]["conditions"] if c["type"] == "Ready")["reason"] == "CatalogAuthFailed"
+    assert b["status"]["source"]["catalog"] == FROZEN
+    # Fixed, and meanwhile the catalog moved on to a new revision: the same digest is imported.
+    p2 = hr.next_parent(p1, b)
+    c = model_sync(p2, related=[source(status=ready_status(REV2, [entry("qwen3-8b", D3)]))])
+    assert c["status"]["phase"] in ("Pending", "Publishing") and c["status"]["source"]["catalog"] == FROZEN
+    args = hr.find_child(c, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--source") + 1].endswith(f"@{D1}")
+
+
+def test_model_hook_two_ready_sources_without_name_is_failed_ambiguous():
+    a = model_sync(cat_model({"name": "qwen3-8b"}),
+                   related=[source(status=ready_status()), source("lab", status=ready_status())])
+    assert a["status"]["phase"] == "Failed" and a["children"] == []
+    ready = next(c for c in a["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "CatalogSourceAmbiguous" and "sourceName" in ready["message"]
+
+
+def test_truncated_listing_reprobes_with_the_names_models_ask_for():
+    status = ready_status(attempt=2)
+    status["conditions"][0]["reason"] = "CatalogListTruncated"
+    parent = source(status=status)
+    job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="old", auth=True, ca=True)
+    obs, pod = waiting(job2)
+    asking = [hr.model("a", "ai-demo", source={"catalog": {"name": "zeta-70b", "sourceName": "dmz"}}),
+              hr.cluster_model("b", source={"catalog": {"name": "alpha-1b"}})]
+    req = hr.sync_request(parent, [obs], [pull_secret(), pod, *asking], child_types=SOURCE_CHILDREN,
+                          related_types=(*SOURCE_RELATED, "ClusterModel.ai.deckhouse.io/v1alpha1"))
+    a = check(parent, cs.sync(req, CFG))
+    js = jobs(a)
+    assert set(js) == {"ai-catalog-probe-dmz-3"}  # replaced at once, no delay
+    args = js["ai-catalog-probe-dmz-3"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [args[i + 1] for i, x in enumerate(args) if x == "--want"] == ["alpha-1b", "zeta-70b"]
+    assert "initContainers" not in js["ai-catalog-probe-dmz-3"]["spec"]["template"]["spec"]
+    # Not truncated: no --want (the whole catalog is listed anyway).
+    plain = source(status=ready_status(attempt=2))
+    b = src_sync(plain, [waiting(job2)[0]], [pull_secret(), *asking[:1]])
+    assert "--want" not in json.dumps(b["children"])
+
+
+def test_completed_probe_whose_pod_is_gone_moves_on_and_keeps_the_last_listing():
+    parent = source(status=ready_status(attempt=2))
+    job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="x", auth=True, ca=True)
+    obs = hr.observe(job2, status=hr.job_status(succeeded=1, condition="Complete"))
+    a = src_sync(parent, [obs], [pull_secret()])
+    assert a["status"]["phase"] == "Ready" and a["status"]["catalogRevision"] == REV1
+    assert a["status"]["probeAttempt"] == 3 and "ai-catalog-probe-dmz-3" in jobs(a)
+
+
+def test_a_probe_failure_does_not_stop_an_import_in_flight():
+    parent = cat_model({"name": "qwen3-8b"}, {"phase": "Publishing", "source": {"catalog": FROZEN}})
+    p = model_catalog.plan(parent, related_sources(source(status=failed_status("CatalogSourceNotReady"))), CFG)
+    assert p.error is None and p.source_url.endswith(f"@{D1}")
+    gone = model_catalog.plan(parent, related_sources(), CFG)  # the source was deleted
+    assert gone.error.reason == "CatalogSourceNotReady" and gone.frozen.as_status() == FROZEN
+
+
+def test_long_source_names_give_valid_object_names_and_labels():
+    long = "catalog." + "x" * 200
+    a = src_sync(source(long), related=[pull_secret()])  # kubernetes_validate checks names and labels
+    assert all(len(c["metadata"]["name"]) <= 63 for c in a["children"])
+    label_sets = [c["metadata"]["labels"] for c in a["children"]]
+    label_sets += [c["spec"]["template"]["metadata"]["labels"] for c in a["children"] if c["kind"] == "Job"]
+    assert all(len(v) <= 63 for labels in label_sets for v in labels.values())
+
+
+def test_http_routes_answer_and_refuse_malformed_parents():
+    from hooks.app import create_app
+
+    client = create_app(CFG).test_client()
+    req = hr.sync_request(source(), [], [pull_secret()], child_types=SOURCE_CHILDREN, related_types=SOURCE_RELATED)
+    r = client.post("/hooks/modelcatalogsource/sync", json=req)
+    assert r.status_code == 200 and r.get_json()["status"]["phase"] == "Pending"
+    r = client.post("/hooks/modelcatalogsource/customize", json=hr.customize_request(source()))
+    assert r.status_code == 200 and r.get_json()["relatedResources"]
+    bad = copy.deepcopy(req)
+    del bad["parent"]["spec"]["registry"]
+    r = client.post("/hooks/modelcatalogsource/sync", json=bad)
+    assert r.status_code == 400 and "registry" in r.get_json()["error"]

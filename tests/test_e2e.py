@@ -1,0 +1,159 @@
+"""End to end: Models go from YAML to Ready and into a pod's directory for real.
+
+The real hook service (gunicorn) and a real DMCR (docker-registry with token
+auth against the hook service) run here; ``tests/support/metacontroller.py``
+plays Metacontroller, ``tests/support/kubelet.py`` runs each Job's and init
+container's command as a local process. Only the Hugging Face Hub is a
+stand-in (``tests/support/hf_hub.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lib import credentials
+from lib.api.naming import model_repository
+from lib.oci.client import RegistryClient
+from lib.oci.errors import NotFound
+from tests.support import models
+from tests.support.hf_hub import HubStandIn
+from tests.support.stack import LocalModule
+
+NS = "ai-demo"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, minilm_dir):
+    with HubStandIn(tokens={"hf_good"}) as h:
+        h.add_repo("sentence-transformers/all-MiniLM-L6-v2", minilm_dir, pipeline_tag="sentence-similarity",
+                   library_name="sentence-transformers")
+        tiny = models.make_gguf(tmp_path_factory.mktemp("hubfiles") / "tiny-q4.gguf", chat_template="{{ messages }}")
+        h.add_repo("acme/private-llm", {"tiny-q4.gguf": tiny, "README.md": b"# tiny\n"}, private=True, granted={"hf_good"},
+                   pipeline_tag="text-generation")
+        yield h
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory, hub):
+    with LocalModule(tmp_path_factory.mktemp("module"), worker_env={"HF_ENDPOINT": hub.endpoint}) as m:
+        m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        yield m
+
+
+def model(name: str, source: dict, kind: str = "Model") -> dict:
+    md = {"name": name} if kind == "ClusterModel" else {"name": name, "namespace": NS}
+    return {"apiVersion": "ai.deckhouse.io/v1alpha1", "kind": kind, "metadata": md, "spec": {"source": source}}
+
+
+def wait_phase(m: LocalModule, name: str, phases: tuple[str, ...], kind: str = "Model", timeout: float = 120) -> dict:
+    ns = "" if kind == "ClusterModel" else NS
+    ok = m.run_until(lambda: m.phase(kind, name, ns) in phases, timeout=timeout)
+    obj = m.cluster.get(kind, name, ns)
+    assert ok, f"{kind} {name} never reached {phases}: {json.dumps((obj or {}).get('status'), indent=1)[:3000]}\n{m.mc.errors[-3:]}"
+    return obj
+
+
+def dmcr_client(m: LocalModule, repo: str) -> RegistryClient:
+    key = (m.workdir / "keys" / "signing.key").read_bytes().strip()
+    user, pw = credentials.pull_credential(key, [repo])
+    return RegistryClient(m.registry.host, username=user, password=pw, insecure=True)
+
+
+def test_hugging_face_model_becomes_ready_then_cleanup_removes_it(module):
+    m = module
+    m.apply(model("minilm", {"url": "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2"}))
+    obj = wait_phase(m, "minilm", ("Ready", "Failed"))
+    st = obj["status"]
+    assert st["phase"] == "Ready", st
+    assert st["resolved"]["format"] == "Safetensors"
+    assert "Embeddings" in st["resolved"]["supportedEndpointTypes"]
+    assert st["source"]["resolvedType"] == "HuggingFace" and len(st["source"]["resolvedRevision"]) == 40
+    assert st["artifact"]["digest"].startswith("sha256:")
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Ready"]["status"] == "True"
+    repo = model_repository(namespace=NS, name="minilm", uid=obj["metadata"]["uid"])
+    client = dmcr_client(m, repo)
+    assert client.get_manifest(repo, st["artifact"]["digest"]).digest == st["artifact"]["digest"]
+
+    # Ready survives the Job and its Pod being garbage-collected.
+    for job in m.cluster.list("Job", NS):
+        if job["metadata"]["name"].startswith("ai-model-publish-minilm"):
+            m.cluster.delete("Job", job["metadata"]["name"], NS)
+    m.run_until(lambda: False, timeout=1.5)
+    assert m.phase("Model", "minilm", NS) == "Ready"
+
+    # Deletion: Deleting, the cleanup Job runs, the manifest is gone, the object goes.
+    m.cluster.delete("Model", "minilm", NS)
+    assert m.run_until(lambda: m.model("minilm", NS) is None, timeout=120), m.model("minilm", NS)
+    with pytest.raises(NotFound):
+        client.get_manifest(repo, st["artifact"]["digest"])
+
+
+def test_private_repo_needs_the_secret_and_recovers_when_it_appears(module):
+    m = module
+    m.apply(model("private-llm", {"url": "https://huggingface.co/acme/private-llm",
+                                  "authSecretRef": {"name": "hf-private-token"}}))
+    obj = wait_phase(m, "private-llm", ("Failed",), timeout=30)
+    reasons = {c["reason"] for c in obj["status"]["conditions"]}
+    assert "AuthSecretMissing" in reasons
+    assert not [j for j in m.cluster.list("Job", NS) if "private-llm" in j["metadata"]["name"]]
+    m.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-private-token", "namespace": NS},
+             "type": "Opaque", "data": {"HF_TOKEN": base64.b64encode(b"hf_good").decode()}})
+    obj = wait_phase(m, "private-llm", ("Ready", "Failed"))
+    assert obj["status"]["phase"] == "Ready", obj["status"]
+    assert obj["status"]["resolved"]["format"] == "GGUF"
+    assert "hf_good" not in json.dumps(obj)
+
+
+def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, tmp_path):
+    m = module
+    m.apply(model("uploaded-model", {"upload": {}}))
+    obj = wait_phase(m, "uploaded-model", ("WaitForUpload",))
+    secret_name = obj["status"]["upload"]["secretName"]
+    secret = m.cluster.get("Secret", secret_name, NS)
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    # The upload server runs as the Job's process; wait until its Service has a local port.
+    assert m.run_until(lambda: m.kubelet.service_url(url) != url, timeout=30)
+    local_url = m.kubelet.service_url(url)
+    gguf = models.make_gguf(tmp_path / "model.gguf", chat_template="{{ messages }}")
+    import time
+
+    for _ in range(50):  # the server may still be binding
+        p = subprocess.run(["curl", "-fS", "--progress-bar", "-H", f"Authorization: Bearer {token}",
+                            "-T", str(gguf), local_url], capture_output=True, text=True)
+        if p.returncode != 7:
+            break
+        time.sleep(0.2)
+    assert p.returncode == 0, p.stderr
+    obj = wait_phase(m, "uploaded-model", ("Ready", "Failed"))
+    assert obj["status"]["phase"] == "Ready", obj["status"]
+    assert obj["status"]["source"]["resolvedType"] == "Upload"
+    assert token not in json.dumps(obj)
+
+    # Attach it to a Deployment: gated until resolved, then the init container materializes it.
+    dep = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "embedder", "namespace": NS, "annotations": {"ai.deckhouse.io/model": "uploaded-model"}},
+        "spec": {"selector": {"matchLabels": {"app": "embedder"}},
+                 "template": {"metadata": {"labels": {"app": "embedder"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.example.com/embedder:latest"}]}}},
+    }
+    m.apply(dep)
+    assert m.run_until(lambda: not m.run_workload_pod("Deployment", "embedder", NS)["gated"], timeout=30)
+    pod = m.run_workload_pod("Deployment", "embedder", NS)
+    assert pod["ok"], pod.get("status")
+    mounts, env = pod["app"]
+    assert env["AI_MODELS_MODELS_DIR"] == "/data/modelcache/models"
+    descriptors = json.loads(env["AI_MODELS_MODELS"])
+    assert [d["name"] for d in descriptors] == ["uploaded-model"]
+    assert descriptors[0]["path"] == "/data/modelcache/models/uploaded-model"
+    assert descriptors[0]["digest"] == obj["status"]["artifact"]["digest"]
+    local = next(Path(v) for k, v in mounts.items() if "/data/modelcache/models".startswith(k) or k.startswith("/data/modelcache/models"))
+    files = [p for p in local.rglob("*.gguf")]
+    assert files and files[0].read_bytes() == gguf.read_bytes()
