@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", required=True, help="REGISTRY/REPOSITORY in DMCR")
     p.add_argument("--auth-file", help="source credentials (HF token file or Docker config JSON)")
     p.add_argument("--ca-file", help="PEM CA bundle for the source")
+    p.add_argument(
+        "--insecure-source", action="store_true", help="the oci:// source registry speaks plain HTTP"
+    )
     _registry_opts(p, destination=True)
     p.add_argument("--result-file", default=DEFAULT_RESULT)
     p.set_defaults(module="jobs.publish")
@@ -61,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalog-probe", help="read an external catalog index")
     p.add_argument("--catalog", required=True, help="REGISTRY/REPOSITORY:TAG")
+    p.add_argument(
+        "--want", action="append", default=[], metavar="NAME",
+        help="list this catalog model first (kept within the 4096-byte result); repeatable",
+    )
     p.add_argument("--auth-file")
     p.add_argument("--ca-file")
     _registry_opts(p, destination=False)

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             result = import_artifact(
                 args.source[len("oci://") :], dest, client,
                 auth_file=args.auth_file, ca_file=args.ca_file, progress=progress,
+                insecure=args.insecure_source,
             )
         else:
             snapshot = open_source(args.source, auth_file=args.auth_file, ca_file=args.ca_file)

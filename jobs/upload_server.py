@@ -523,10 +523,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def _refuse(
+        self, status: int, message: str, headers: dict[str, str] | None = None, *, reason: str = ""
+    ) -> None:
         """Answer without reading the body, then close (never drain a large body)."""
         self.close_connection = True
-        reason = Reason.UPLOAD_EXPIRED if status == 410 else Reason.UPLOAD_REJECTED
+        reason = reason or (Reason.UPLOAD_EXPIRED if status == 410 else Reason.UPLOAD_REJECTED)
         self._send_json(status, _error_body(reason, message), headers)
         self._linger()
 
@@ -649,8 +651,9 @@ class Handler(BaseHTTPRequestHandler):
             self.session.complete(up, outcome.body)  # type: ignore[arg-type]
             return
         self.session.detach(up)
-        if stopped:
-            self._refuse(outcome.status, outcome.body["error"]["message"])
+        if stopped:  # the client is still sending: answer, then close
+            err = outcome.body["error"]
+            self._refuse(outcome.status, err["message"], reason=err["reason"])
             return
         self._send_json(outcome.status, outcome.body)
 
@@ -756,7 +759,7 @@ def run_session(args: argparse.Namespace, *, stop: threading.Event | None = None
         return fail(rf, Reason.WORKER_FAILED, f"--listen {args.listen}: {e}")
     host, port = server.server_address[:2]
     print(
-        f"upload-server: listening on {host}:{port}{UPLOAD_PATH} for {dest.registry}/{dest.repository}"
+        f"upload-server: listening on {host!s}:{port}{UPLOAD_PATH} for {dest.registry}/{dest.repository}"
         + (f", session expires at {expires_at.isoformat()}" if expires_at else ""),
         file=sys.stderr,
         flush=True,

@@ -372,10 +372,12 @@ class _Metered:
 
 def decompressed(raw: Counted, kind: ArchiveKind, limits: Limits) -> _Metered:
     if kind == ArchiveKind.TAR_GZ:
-        inner: Reader = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
+        inner: Reader = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[call-overload]
     elif kind == ArchiveKind.TAR_ZST:
         inner = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_reader(
-            raw, read_size=CHUNK, read_across_frames=True
+            raw,  # type: ignore[arg-type]  # any object with read() will do
+            read_size=CHUNK,
+            read_across_frames=True,
         )
     else:
         inner = raw

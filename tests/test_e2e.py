@@ -157,3 +157,56 @@ def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, 
     local = next(Path(v) for k, v in mounts.items() if "/data/modelcache/models".startswith(k) or k.startswith("/data/modelcache/models"))
     files = [p for p in local.rglob("*.gguf")]
     assert files and files[0].read_bytes() == gguf.read_bytes()
+
+
+def test_ollama_model_becomes_ready(module, registry, tmp_path):
+    """The Ollama library's shape, served by a real registry named by OLLAMA_REGISTRY."""
+    from tests.support.ollama_registry import push_ollama_model
+
+    m = module
+    gguf = models.make_gguf(tmp_path / "qwen.gguf", arch="qwen3", chat_template="{{ .Tools }}")
+    push_ollama_model(registry.url, "qwen-e2e", "0.6b", layers=[("model", gguf), ("template", b"{{ .Prompt }}"),
+                                                                  ("license", b"Apache-2.0")])
+    m.kubelet.extra_env["OLLAMA_REGISTRY"] = registry.url
+    m.apply(model("qwen-gguf", {"url": "https://ollama.com/library/qwen-e2e:0.6b"}, kind="ClusterModel"))
+    obj = wait_phase(m, "qwen-gguf", ("Ready", "Failed"), kind="ClusterModel")
+    st = obj["status"]
+    assert st["phase"] == "Ready", st
+    assert st["resolved"]["format"] == "GGUF" and st["resolved"]["architecture"] == "qwen3"
+    assert st["source"]["resolvedType"] == "Ollama"
+    # ClusterModel children live in the module namespace.
+    assert [j for j in m.cluster.list("Job", "d8-ai-models") if "qwen-gguf" in j["metadata"]["name"]]
+
+
+def test_registry_restart_mid_publish_still_ends_ready(module, hub, tmp_path):
+    """DMCR goes away while a publish runs; the Model still ends Ready."""
+    import threading
+    import time
+
+    m = module
+    big = models.make_large_gguf(tmp_path / "big.gguf", 96 << 20)
+    hub.add_repo("acme/big", {"big.gguf": big})
+    hub.stall("big.gguf", after_bytes=8 << 20, seconds=1.0)  # make sure the restart lands mid-file
+    m.apply(model("big", {"url": "https://huggingface.co/acme/big"}))
+
+    seen: dict[str, bool] = {}
+
+    def restart_when_publishing() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if m.phase("Model", "big", NS) == "Publishing":
+                time.sleep(0.5)
+                jobs = [j for j in m.cluster.list("Job", NS) if j["metadata"]["name"].startswith("ai-model-publish-big")]
+                seen["worker_running"] = bool(jobs) and not any((j.get("status") or {}).get("succeeded") for j in jobs)
+                m.registry.kill()
+                time.sleep(1.0)
+                m.registry.start()
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=restart_when_publishing)
+    t.start()
+    obj = wait_phase(m, "big", ("Ready",), timeout=180)
+    t.join()
+    assert seen.get("worker_running"), "the registry restart must land while the worker publishes"
+    assert obj["status"]["artifact"]["sizeBytes"] >= big.stat().st_size

@@ -39,6 +39,7 @@ class Fake:
         self.faults: list[Fault] = []
         self.basic: str | None = None  # "user:pass" required when set
         self.redirect_blobs_to: str | None = None
+        self.ignore_range = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
@@ -172,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def serve_blob(self, blob: bytes) -> None:
         rng = self.headers.get("Range")
-        if rng:
+        if rng and not self.fake.ignore_range:
             start = int(rng.removeprefix("bytes=").split("-")[0])
             self.reply(206, blob[start:], {"Content-Range": f"bytes {start}-{len(blob) - 1}/{len(blob)}"})
         else:
@@ -400,3 +401,16 @@ def test_patch_to_a_registry_that_stops_reading_times_out_and_resumes(fake):
     assert time.monotonic() - t < 2.5
     assert fake.blobs[d.digest] == data
     assert [m for m, _, _ in fake.log].count("PATCH") == 2
+
+
+def test_ranged_read_from_a_registry_ignoring_range(fake):
+    data = os.urandom(3 * MIB)
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    fake.blobs[d] = data
+    fake.ignore_range = True
+    c = client_for(fake)
+    with c.open_blob("a", d, offset=MIB + 3) as it:
+        assert b"".join(it) == data[MIB + 3 :]
+    fake.blobs[d] = bytes([data[0] ^ 0xFF]) + data[1:]  # the whole body came, so it is verified too
+    with pytest.raises(RegistryError, match="corrupt"), c.open_blob("a", d, offset=MIB) as it:
+        b"".join(it)

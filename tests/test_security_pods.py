@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
-from hooks import catalogsource
+from hooks import catalogsource, webhook
 from hooks import model as hooks_model
-from hooks import webhook
 from lib import delivery
 from lib.config import Config
 from tests.support import hookreq as hr
@@ -232,10 +231,9 @@ def _catalog(out: list[Scenario]) -> None:
 
 
 def _workload(out: list[Scenario]) -> None:
+    from hooks import workload as workload_hooks
     from tests.test_webhook_mutate import review
     from tests.test_workload_hooks import CONTROLLER, model, related, workload
-
-    from hooks import workload as workload_hooks
 
     obj = workload(model_names="bge-m3", cluster_names="qwen")
     rel = related(model("bge-m3"), model("qwen", None))

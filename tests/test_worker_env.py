@@ -10,6 +10,7 @@ fails here, not in a cluster.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -22,8 +23,6 @@ from pathlib import Path
 import pytest
 
 from hooks import model_children
-import argparse
-
 from jobs.cli import parser as cli_parser
 from lib.config import Config
 
@@ -135,9 +134,8 @@ def test_worker_entry_point_is_what_the_hooks_emit():
     """Jobs and injected init containers spell the entry point out; it must be the image's."""
     [entry] = effective("worker", "ENTRYPOINT")
     assert exec_form(entry) == ["python", "-m", "jobs"]
-    from tests.support import hookreq as hr
-
     from hooks import model as hooks_model
+    from tests.support import hookreq as hr
 
     children = hooks_model.model_sync(hr.sync_request(hr.model()), Config())["children"]
     [job] = [c for c in children if c["kind"] == "Job"]

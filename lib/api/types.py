@@ -68,6 +68,8 @@ class Reason(StrEnum):
     CATALOG_SOURCE_AMBIGUOUS = "CatalogSourceAmbiguous"
     CATALOG_MODEL_NOT_FOUND = "CatalogModelNotFound"
     MANIFEST_INVALID = "ManifestInvalid"
+    CATALOG_PROBED = "CatalogProbed"
+    CATALOG_LIST_TRUNCATED = "CatalogListTruncated"
 
 
 # Reasons after which a new attempt may succeed without the user changing the

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 import requests
 
 from lib.oci import media_types as mt
-from lib.oci import urls
+from lib.oci import upload, urls
 from lib.oci.auth import Authenticator, Credentials, load_docker_config
 from lib.oci.challenge import Scope, repository_scope
 from lib.oci.descriptor import Descriptor, Manifest, sha256_digest
@@ -94,145 +93,6 @@ class _Retry(Exception):
     def __init__(self, error: RegistryError):
         super().__init__(str(error))
         self.error = error
-
-
-class _SourceFailed(Exception):
-    """Internal: the caller's chunk iterator raised. Wrapped so that an ``OSError`` from the
-    source is not mistaken by urllib3 for a broken connection (and retried)."""
-
-    def __init__(self, error: BaseException):
-        super().__init__(str(error))
-        self.error = error
-
-
-class _SourceSizeMismatch(Exception):
-    def __init__(self, count: int):
-        super().__init__(f"source yielded {count} bytes")
-        self.count = count
-
-
-class _Segment:
-    """Body of one PATCH: held bytes from ``send_from`` on, then fresh bytes pulled from the source.
-
-    Has ``__len__`` so requests sends a Content-Length instead of chunked encoding.
-    """
-
-    def __init__(self, upload: _Upload, send_from: int, end: int):
-        self.upload, self.send_from, self.end = upload, send_from, end
-
-    def __len__(self) -> int:
-        return self.end - self.send_from
-
-    def __iter__(self) -> Iterator[memoryview | bytes]:
-        u = self.upload
-        pos = u.held_start
-        for piece in list(u.held):
-            n = len(piece)
-            if pos + n > self.send_from:
-                yield piece[max(0, self.send_from - pos) : self.end - pos]
-            pos += n
-            if pos >= self.end:
-                return
-        while u.read_total < self.end:
-            fresh = u.pull(self.end - u.read_total)
-            if fresh is None:  # the source ended before the size it promised
-                raise _SourceSizeMismatch(u.read_total)
-            yield fresh
-
-
-class _Upload:
-    """State of one blob upload: the source, the hash, the held bytes, the session."""
-
-    def __init__(self, chunks: Iterable[bytes], size: int | None, window: int):
-        self.source = iter(chunks)
-        self.size = size
-        self.window = window
-        self.hasher = hashlib.sha256()
-        self.read_total = 0  # bytes pulled from the source (and hashed)
-        self.pending: memoryview | None = None  # the unused tail of a chunk cut at a PATCH end
-        self.held: deque[memoryview] = deque()  # the latest unacknowledged bytes pulled
-        self.held_start = 0  # offset of held[0]
-        self.held_bytes = 0
-        self.seg_start = 0  # offset where the current PATCH range starts
-        self.location = ""
-        self.offset = 0  # bytes the registry acknowledged
-        self.exhausted = False
-
-    def _next_chunk(self) -> memoryview | None:
-        while not self.exhausted:
-            try:
-                chunk = next(self.source)
-            except StopIteration:
-                self.exhausted = True
-                return None
-            except Exception as e:
-                raise _SourceFailed(e) from e
-            if chunk:
-                piece = memoryview(chunk).cast("B")
-                self.hasher.update(piece)  # the only place bytes are hashed: each byte once
-                return piece
-        return None
-
-    def pull(self, limit: int) -> memoryview | None:
-        """Up to ``limit`` new bytes from the source (hashed, held); None at the end."""
-        if self.pending is not None:
-            piece, self.pending = self.pending, None
-        else:
-            got = self._next_chunk()
-            if got is None:
-                return None
-            piece = got
-        if len(piece) > limit:
-            piece, self.pending = piece[:limit], piece[limit:]
-        self.read_total += len(piece)
-        self.held.append(piece)
-        self.held_bytes += len(piece)
-        # Keep at least ``window`` bytes; older ones can no longer be resent.
-        while len(self.held) > 1 and self.held_bytes - len(self.held[0]) >= self.window:
-            self._drop()
-        return piece
-
-    def _drop(self) -> None:
-        n = len(self.held.popleft())
-        self.held_start += n
-        self.held_bytes -= n
-
-    def acknowledge(self, offset: int) -> None:
-        """The registry has ``offset`` bytes: nothing before it will be sent again."""
-        self.offset = offset
-        while self.held and self.held_start + len(self.held[0]) <= offset:
-            self._drop()
-
-    def restart(self) -> None:
-        """A new session from byte 0 (only while every byte since 0 is held)."""
-        self.offset = self.seg_start = 0
-
-    def fill(self, limit: int) -> None:
-        """Read ahead until ``limit`` bytes from the PATCH start are pulled (size unknown)."""
-        while self.read_total - self.seg_start < limit:
-            if self.pull(limit - (self.read_total - self.seg_start)) is None:
-                break
-
-    def has_more(self) -> bool:
-        """Whether the source has bytes beyond what was pulled (peeks one chunk)."""
-        if self.pending is None:
-            self.pending = self._next_chunk()
-        return self.pending is not None
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
-
-
-def _range_end(header: str | None) -> int | None:
-    """``0-N`` → N+1 bytes received; None when absent or malformed."""
-    if not header:
-        return None
-    start, sep, end = header.strip().removeprefix("bytes=").partition("-")
-    try:
-        return int(end) + 1 if sep else None
-    except ValueError:
-        return None
 
 
 class RegistryClient:
@@ -335,7 +195,11 @@ class RegistryClient:
                         None, f"registry {self.registry} unreachable during {what}: {e}; check it is running"
                     )
                 ) from e
-            if resp.status_code == 401 and attempt < 2 and not isinstance(kwargs.get("data"), _Segment):
+            if (
+                resp.status_code == 401
+                and attempt < 2
+                and not isinstance(kwargs.get("data"), upload.PatchBody)
+            ):
                 if self.auth.challenged(resp, scopes):
                     resp.close()
                     continue
@@ -451,13 +315,13 @@ class RegistryClient:
                 return Descriptor(media_type, digest, have)
         if size is not None and size < 0:
             raise ValueError("size must be >= 0")
-        up = _Upload(chunks, size, self.window)
+        up = upload.UploadState(chunks, size, self.window)
         try:
             self._open_session(repo, up)
             self._send_all(repo, up)
             computed = up.digest
             if size is not None and up.read_total != size:
-                raise _SourceSizeMismatch(up.read_total)
+                raise upload.SourceSizeMismatch(up.read_total)
             if digest is not None and computed != digest:
                 self._cancel(up.location, repo)
                 up.location = ""
@@ -467,7 +331,7 @@ class RegistryClient:
                     "upload cancelled, nothing committed: the source changed or is corrupt",
                 )
             self._commit(repo, up, computed)
-        except _SourceSizeMismatch as e:
+        except upload.SourceSizeMismatch as e:
             self._cancel(up.location, repo)
             up.location = ""
             got = f"more than {size}" if e.count > (size or 0) else str(e.count)
@@ -477,7 +341,7 @@ class RegistryClient:
                 f"but {size} were expected; upload cancelled, nothing committed: "
                 "the source is truncated or changed",
             ) from None
-        except _SourceFailed as e:
+        except upload.SourceFailed as e:
             self._cancel(up.location, repo)
             up.location = ""
             raise e.error from None
@@ -487,7 +351,7 @@ class RegistryClient:
             raise
         return Descriptor(media_type, computed, up.read_total)
 
-    def _open_session(self, repo: str, up: _Upload) -> None:
+    def _open_session(self, repo: str, up: upload.UploadState) -> None:
         url = urls.upload_start_url(self.base, repo)
         resp = self._call("POST", url, self._push(repo), what=f"start upload in {repo}", ok=(202,))
         loc = resp.headers.get("Location")
@@ -496,7 +360,7 @@ class RegistryClient:
         up.location = urls.resolve_location(url, loc)
         up.offset = 0
 
-    def _send_all(self, repo: str, up: _Upload) -> None:
+    def _send_all(self, repo: str, up: upload.UploadState) -> None:
         """PATCH segment after segment; on failure resume from the registry's Range."""
         failures = 0
         streak_start = 0.0
@@ -508,7 +372,7 @@ class RegistryClient:
             if up.offset >= seg_end:
                 # Everything pulled so far is acknowledged and the segment is not full: the end.
                 if up.has_more():
-                    raise _SourceSizeMismatch(up.read_total + 1)
+                    raise upload.SourceSizeMismatch(up.read_total + 1)
                 return
             try:
                 self._patch(repo, up, send_from, seg_end)
@@ -538,20 +402,20 @@ class RegistryClient:
                 except _Retry as r:
                     err = r.error
 
-    def _patch_size(self, up: _Upload) -> int:
+    def _patch_size(self, up: upload.UploadState) -> int:
         # Unknown total: read a PATCH ahead (so Content-Range is exact), hence at most a window.
         return self.segment_size if up.size is not None else min(self.segment_size, self.window)
 
-    def _segment_end(self, up: _Upload) -> int:
+    def _segment_end(self, up: upload.UploadState) -> int:
         if up.size is not None:
             return min(up.size, up.seg_start + self.segment_size)
         up.fill(self._patch_size(up))
         return up.read_total
 
-    def _patch(self, repo: str, up: _Upload, send_from: int, end: int) -> None:
+    def _patch(self, repo: str, up: upload.UploadState, send_from: int, end: int) -> None:
         if end <= send_from:
             return
-        body = _Segment(up, send_from, end)
+        body = upload.PatchBody(up, send_from, end)
         headers = {"Content-Type": mt.OCTET_STREAM, "Content-Range": f"{send_from}-{end - 1}"}
         what = f"upload bytes {send_from}-{end - 1} to {repo}"
         resp = self._send("PATCH", up.location, self._push(repo), what=what, data=body, headers=headers)
@@ -560,7 +424,7 @@ class RegistryClient:
             loc = resp.headers.get("Location")
             if loc:
                 up.location = urls.resolve_location(up.location, loc)
-            got = _range_end(resp.headers.get("Range"))
+            got = upload.range_end(resp.headers.get("Range"))
             if got is not None and got != end:
                 raise _Retry(RegistryError(None, f"registry acknowledged {got} bytes, expected {end}"))
             up.acknowledge(end)
@@ -577,7 +441,7 @@ class RegistryClient:
             raise _Retry(err)
         raise err
 
-    def _resume_point(self, repo: str, up: _Upload) -> int:
+    def _resume_point(self, repo: str, up: upload.UploadState) -> int:
         """Ask the registry where the session stands (GET Location → 204 + Range); the offset to send from.
 
         Raises ``_Retry`` while the registry is unreachable or answers 5xx.
@@ -591,7 +455,7 @@ class RegistryClient:
                 up.location = urls.resolve_location(up.location, loc)
             rng = resp.headers.get("Range", "").strip()
             got = (
-                0 if rng in ("", "0-0", "bytes=0-0") else (_range_end(rng) or 0)
+                0 if rng in ("", "0-0", "bytes=0-0") else (upload.range_end(rng) or 0)
             )  # distribution: 0-0 = empty
             if up.held_start <= got <= up.read_total:
                 up.acknowledge(got)
@@ -624,7 +488,7 @@ class RegistryClient:
             err.status,
         )
 
-    def _commit(self, repo: str, up: _Upload, digest: str) -> None:
+    def _commit(self, repo: str, up: upload.UploadState, digest: str) -> None:
         what = f"commit blob {digest} in {repo}"
         for attempt in range(self.retry.attempts):
             if attempt:
@@ -692,8 +556,9 @@ class RegistryClient:
             headers=headers,
         )
         try:
-            skip = offset if (offset and resp.status_code == 200) else 0
-            yield self._iter_blob(resp, digest, verify=offset == 0, skip=skip)
+            # A 200 to a ranged GET is the whole blob: skip to the offset, and it can be verified.
+            whole = resp.status_code == 200
+            yield self._iter_blob(resp, digest, verify=whole, skip=offset if whole else 0)
         finally:
             resp.close()
 
@@ -701,13 +566,13 @@ class RegistryClient:
         h = hashlib.sha256() if verify and digest.startswith("sha256:") else None
         try:
             for chunk in resp.iter_content(READ_CHUNK):
+                if h is not None:
+                    h.update(chunk)
                 if skip:
                     if len(chunk) <= skip:
                         skip -= len(chunk)
                         continue
                     chunk, skip = chunk[skip:], 0
-                if h is not None:
-                    h.update(chunk)
                 yield chunk
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise Unreachable(None, f"download of {digest} from {self.registry} broke off: {e}; retry") from e
