@@ -11,11 +11,10 @@ import json
 import sys
 from typing import Any
 
-from lib.oci.client import RegistryClient
-
 from lib import result as results
 from lib.api.types import TRANSIENT_REASONS, Reason
 from lib.oci import errors as oci_errors
+from lib.oci.client import RegistryClient
 
 EXIT_OK, EXIT_TRANSIENT, EXIT_PERMANENT = 0, 1, 2
 
@@ -34,7 +33,7 @@ def registry_reason(e: oci_errors.RegistryError, *, destination: bool) -> str:
         return Reason.INSUFFICIENT_STORAGE
     if isinstance(e, oci_errors.DigestMismatch):
         return Reason.PUBLICATION_FAILED
-    if isinstance(e, (oci_errors.Unreachable,)) or (getattr(e, "status", 0) or 0) >= 500:
+    if isinstance(e, (oci_errors.Unreachable, oci_errors.UploadInterrupted)) or (e.status or 0) >= 500:
         return Reason.REGISTRY_UNAVAILABLE if destination else Reason.SOURCE_UNAVAILABLE
     if isinstance(e, oci_errors.AuthError) and destination:
         return Reason.REGISTRY_UNAVAILABLE

