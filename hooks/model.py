@@ -11,7 +11,8 @@ the time rules are in ``docs/lifecycle.md``.
 Order of decisions in sync:
 1. Ready with a digest in status is sticky: no children (Job, Pods, upload
    server and credentials go away), status kept.
-2. A terminal failure in status stays (no children) until the spec changes.
+2. A terminal failure in status stays (no children); ``spec.source`` is
+   immutable, so trying again means recreating the object.
 3. Preflight (no Job): the source kind, the URL, the auth Secret, the catalog
    plan. Failing preflight answers Failed/Pending with a reason and no Job;
    it is re-run on every sync, so fixing the Secret or the catalog recovers.
@@ -35,7 +36,6 @@ from hooks.errors import HookInputError
 from hooks.model_parent import ModelRef, parse_parent
 from hooks.model_status import (
     ARTIFACT_FIELDS,
-    CATALOG_SOURCE,
     JOB,
     POD,
     RESOLVED_FIELDS,
@@ -84,8 +84,8 @@ CATALOG_REASONS = frozenset(
         Reason.CATALOG_MODEL_NOT_FOUND,
     }
 )
-# Failed with one of these is re-evaluated on every sync (preflight or catalog).
-RECOVERABLE_REASONS = frozenset({Reason.AUTH_SECRET_MISSING, Reason.AUTH_SECRET_INVALID}) | CATALOG_REASONS
+# Transient catalog failures retry without a bound: the user guide promises recovery once the
+# administrator fixes the catalog source (at the capped backoff meanwhile).
 
 RESOLVED_TYPE = {"huggingface": "HuggingFace", "ollama": "Ollama"}
 UPLOAD_SECRET_PURPOSE = "upload"
@@ -119,6 +119,9 @@ class Verdict:
     upload: Obj | None = None
     catalog: Obj | None = None
     resolved_type: str = ""
+    # Refused before any worker ran: ArtifactResolved/MetadataResolved stay Pending
+    # (nothing was tried), only Ready carries the reason. That marks it re-evaluable.
+    preflight: bool = False
 
 
 def _int(v: Any, default: int, minimum: int = 0) -> int:
@@ -140,6 +143,13 @@ def _conditions(m: ModelRef, v: Verdict, now: str) -> list[Obj]:
             (ConditionType.ARTIFACT_RESOLVED, cond.TRUE, Reason.ARTIFACT_PUBLISHED, v.message),
             (ConditionType.METADATA_RESOLVED, cond.TRUE, meta_reason, meta_msg),
             (ConditionType.READY, cond.TRUE, Reason.ARTIFACT_PUBLISHED, v.message),
+        ]
+    elif v.preflight:
+        waiting = f"not started: {v.message}"
+        rows = [
+            (ConditionType.ARTIFACT_RESOLVED, cond.FALSE, Reason.PENDING, waiting),
+            (ConditionType.METADATA_RESOLVED, cond.FALSE, Reason.PENDING, waiting),
+            (ConditionType.READY, cond.FALSE, v.reason, v.message),
         ]
     else:
         rows = [
@@ -317,7 +327,11 @@ def _old_message(m: ModelRef) -> str:
 
 
 def _is_terminal(m: ModelRef) -> bool:
-    return m.status.get("phase") == Phase.FAILED and _old_reason(m) not in RECOVERABLE_REASONS
+    """Failed after a worker ran (not a preflight refusal, which is re-evaluated every sync)."""
+    if m.status.get("phase") != Phase.FAILED:
+        return False
+    artifact = cond.find(m.status.get("conditions"), ConditionType.ARTIFACT_RESOLVED)
+    return not (artifact and artifact.get("reason") == Reason.PENDING)
 
 
 def _label_int(obj: Obj, label: str) -> int:
@@ -362,9 +376,8 @@ def _retry_or_fail(
     if transient and (attempt < MAX_ATTEMPTS or reason in CATALOG_REASONS):
         nxt = attempt + 1
         delay = backoff_seconds(nxt)
-        phase = Phase.FAILED if reason in CATALOG_REASONS and attempt >= MAX_ATTEMPTS else Phase.PUBLISHING
         return Verdict(
-            phase=phase,
+            phase=Phase.PUBLISHING,
             reason=reason,
             message=clip(
                 f"attempt {attempt} failed: {message}; retrying in {delay}s "
@@ -588,6 +601,7 @@ def _sync(req: Obj, config: Config, *, cluster: bool) -> Obj:
             message=message,
             resync=RESYNC_PREFLIGHT,
             attempt=_int(m.status.get("attempt"), 1, 1),
+            preflight=True,
         )
         return _answer(m, v, now)
     if pf.kind == "upload":
@@ -741,7 +755,6 @@ def clustermodel_customize(req: Obj, config: Config) -> Obj:
 
 
 __all__ = [
-    "CATALOG_SOURCE",
     "backoff_seconds",
     "clustermodel_customize",
     "clustermodel_finalize",

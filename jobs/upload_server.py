@@ -26,6 +26,7 @@ import argparse
 import collections
 import hmac
 import json
+import os
 import re
 import shutil
 import socket
@@ -315,12 +316,6 @@ def outcome_for(exc: BaseException, paths: list[str]) -> Outcome:
         return Outcome(exc.status, _error_body(Reason.UPLOAD_REJECTED, exc.message))
     if isinstance(exc, (PublishError, FormatError)):
         message = str(getattr(exc, "message", exc))
-        tops = {p.split("/", 1)[0] for p in paths}
-        if len(tops) == 1 and all("/" in p for p in paths):
-            message += (
-                f" (every file is under {next(iter(tops))}/: pack the directory's contents, "
-                "e.g. tar -C DIR -cf bundle.tar .)"
-            )
         return Outcome(422, _error_body(Reason.UPLOAD_REJECTED, message))
     if isinstance(exc, SourceError):
         status = 507 if exc.reason == Reason.INSUFFICIENT_STORAGE else 400
@@ -728,6 +723,10 @@ def run_session(args: argparse.Namespace, *, stop: threading.Event | None = None
         return fail(rf, Reason.WORKER_FAILED, f"--token-file: {e}")
     if not token:
         return fail(rf, Reason.WORKER_FAILED, f"--token-file {args.token_file} is empty")
+    try:
+        os.makedirs(args.scratch_dir, mode=0o700, exist_ok=True)  # the zip spool, and the free-space check
+    except OSError as e:
+        return fail(rf, Reason.WORKER_FAILED, f"--scratch-dir: {e}")
     try:
         expires_at = parse_expiry(args.expires_at or "")
     except ValueError:

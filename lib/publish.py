@@ -116,10 +116,28 @@ def push_file(
     return PushedFile(path, desc, facts, sent=True)
 
 
-def _select(files: list[SourceFile]) -> tuple[list[SourceFile], Layout]:
-    layout = detect_layout([f.path for f in files])
-    keep = set(layout.weights) | set(layout.configs) | set(layout.docs)
-    return [f for f in files if f.path in keep], layout
+def bundle_root(paths: list[str]) -> str:
+    """The one top directory every file sits under (``my-model/``), or ``""``.
+
+    ``tar czf bundle.tgz my-model/`` is how most people pack a model, so such a
+    prefix is dropped from the published file paths and the layout rules are
+    applied below it.
+    """
+    tops = {p.split("/", 1)[0] for p in paths}
+    if len(tops) == 1 and paths and all("/" in p for p in paths):
+        return f"{tops.pop()}/"
+    return ""
+
+
+def _layout(paths: list[str]) -> tuple[Layout, str]:
+    root = bundle_root(paths)
+    return detect_layout([p[len(root) :] for p in paths]), root
+
+
+def _select(files: list[SourceFile]) -> list[SourceFile]:
+    layout, root = _layout([check_path(f.path) for f in files])
+    keep = {root + p for p in (*layout.weights, *layout.configs, *layout.docs)}
+    return [f for f in files if check_path(f.path) in keep]
 
 
 def publish(
@@ -137,7 +155,7 @@ def publish(
     try:
         if isinstance(files, list):
             # The whole list is known: refuse a bad layout before any byte moves.
-            files, _ = _select(files)
+            files = _select(files)
             if progress is not None:
                 progress.add_total(sum(f.size or 0 for f in files))
         pushed: dict[str, PushedFile] = {}
@@ -145,15 +163,15 @@ def publish(
             if check_path(f.path) in pushed:
                 raise PublishError(Reason.PUBLICATION_FAILED, f"{f.path}: the model has this file twice")
             pushed[check_path(f.path)] = push_file(client, repo, f, progress)
-        layout = detect_layout(sorted(pushed))
-        facts = {p: pf.facts for p, pf in pushed.items()}
+        layout, root = _layout(sorted(pushed))
+        facts = {p[len(root) :]: pf.facts for p, pf in pushed.items()}
         resolution = resolve(layout, facts, snapshot.hints)
     except FormatError as e:
         raise PublishError(Reason.PUBLICATION_FAILED, str(e)) from e
 
     layers = []
     for path in sorted({*layout.weights, *layout.configs, *layout.docs}):
-        pf = pushed[path]
+        pf = pushed[root + path]
         layers.append(
             {
                 "mediaType": modelpack.layer_media_type(path, layout.role(path)),

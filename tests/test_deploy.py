@@ -648,3 +648,10 @@ def test_metacontroller_may_create_the_roles_the_hooks_emit():
                 for r in rule["resources"]:
                     for v in rule["verbs"]:
                         assert _grants(role, g, r, v), (emitted["metadata"]["name"], g, r, v)
+
+
+def test_the_security_page_names_every_shipped_role_and_policy():
+    page = (ROOT / "docs" / "security.md").read_text()
+    for o in OBJECTS:
+        if o["kind"] in ("ClusterRole", "NetworkPolicy"):
+            assert f"`{o['metadata']['name']}`" in page, f"docs/security.md does not mention {ident(o)}"

@@ -566,3 +566,40 @@ def test_finished_job_whose_pod_lags_waits_for_the_result():
     # Complete and its Pods gone without a result copied: a new attempt.
     c = sync(hr.next_parent(parent, a), [done])
     assert c["status"]["attempt"] == 2 and cond(c)["reason"] == "WorkerFailed"
+
+
+def test_preflight_refusal_leaves_artifact_conditions_pending():
+    a = sync(hr.model("private-llm", source=AUTH))
+    assert (
+        cond(a, "ArtifactResolved")["reason"] == "Pending"
+        and "not started" in cond(a, "ArtifactResolved")["message"]
+    )
+    assert cond(a, "MetadataResolved")["reason"] == "Pending" and cond(a)["reason"] == "AuthSecretMissing"
+
+
+def test_worker_reported_auth_failure_is_terminal_even_with_a_secret_present():
+    parent = hr.model("private-llm", source=AUTH)
+    secret = hr.secret("hf-private-token", "ai-demo", {"token": "hf_x y"})
+    a = sync(parent, related=[secret])
+    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
+    pod = hr.pod_of(
+        job, exit_code=2, message=hr.error_result("AuthSecretInvalid", "token contains whitespace")
+    )
+    b = sync(hr.next_parent(parent, a), [job], [pod, secret])
+    assert b["status"]["phase"] == "Failed" and cond(b, "ArtifactResolved")["reason"] == "AuthSecretInvalid"
+    c = sync(hr.next_parent(parent, b), [], [secret])  # Job gone: no new run
+    assert c["children"] == [] and c["status"] == b["status"]
+
+
+def test_catalog_worker_failures_keep_retrying_past_the_bound():
+    parent = hr.model()
+    p = hr.next_parent(parent, sync(parent))
+    p["status"]["attempt"] = hooks_model.MAX_ATTEMPTS + 2
+    a = sync(p)
+    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
+    pod = hr.pod_of(job, exit_code=1, message=hr.error_result("CatalogAuthFailed", "401 from upstream"))
+    b = sync(hr.next_parent(p, a), [job], [pod])
+    assert b["status"]["phase"] == "Publishing" and b["status"]["attempt"] == hooks_model.MAX_ATTEMPTS + 3
+    assert cond(b)["reason"] == "CatalogAuthFailed"
+    init = hr.find_child(b, "Job")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"] == [str(hooks_model.BACKOFF_MAX_SECONDS)]

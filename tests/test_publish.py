@@ -177,3 +177,11 @@ def test_htpasswd_tls_registry_via_docker_config(tls_registry, tmp_path):
 def test_unreadable_destination_and_missing_source(registry, tmp_path):
     code, result, _ = run_publish(tmp_path / "nope", f"{registry.host}/t/none", tmp_path, "--insecure-registry")
     assert code == 2 and result["error"]["reason"] == "UnsupportedSource"
+
+
+def test_a_bundle_inside_one_top_directory_is_published_from_below_it(registry, tmp_path):
+    models.make_safetensors_model(tmp_path / "outer" / "my-model")
+    code, result, err = run_publish(tmp_path / "outer", f"{registry.host}/t/bundle", tmp_path, "--insecure-registry")
+    assert code == 0, err
+    paths = {layer["annotations"]["org.cncf.model.filepath"] for layer in manifest(registry, "t/bundle", result["artifact"]["digest"])["layers"]}
+    assert "config.json" in paths and not any(p.startswith("my-model/") for p in paths)

@@ -65,8 +65,8 @@ def restricted_violations(spec: Obj, *, only: Callable[[Obj], bool] | None = Non
                   *spec.get("ephemeralContainers", [])]
     ours = [c for c in containers if only is None or only(c)]
     if only is None:
-        for host in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
-            if spec.get(host) and host != "hostUsers":
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(host):
                 out.append(f"{host} is set")
         for v in spec.get("volumes", []):
             kinds = set(v) - {"name"}
@@ -140,6 +140,7 @@ def test_checker_accepts_a_restricted_pod():
 @pytest.mark.parametrize(("path", "value"), [
     ("hostNetwork", True),
     ("hostPID", True),
+    ("hostIPC", True),
     ("securityContext.runAsNonRoot", None),
     ("securityContext.runAsNonRoot", False),
     ("securityContext.runAsUser", 0),

@@ -284,3 +284,50 @@ def test_get_bytes_refuses_oversized_documents() -> None:
         assert body == BODY and headers["Content-Length"] == str(len(BODY))
         with pytest.raises(ContentMismatch, match="more than 100 bytes"):
             c.get_bytes(s.url, limit=100)
+
+
+def test_read_ahead_yields_in_order_and_raises_where_it_happened() -> None:
+    from lib.sources.http import ReadAhead
+
+    def chunks() -> Iterator[bytes]:
+        yield b"a"
+        yield b"b"
+        raise Unavailable("u", "cut")
+
+    got: list[bytes] = []
+    with pytest.raises(Unavailable, match="cut"):
+        for c in ReadAhead(chunks(), 1):
+            got.append(c)
+    assert got == [b"a", b"b"]
+
+
+def test_read_ahead_is_bounded_and_stops_when_the_consumer_does() -> None:
+    import time
+
+    from lib.sources.http import ReadAhead
+
+    produced: list[int] = []
+
+    def endless() -> Iterator[bytes]:
+        i = 0
+        while True:
+            produced.append(i)
+            i += 1
+            yield b"x"
+
+    ahead = ReadAhead(endless(), 3)
+    it = iter(ahead)
+    assert next(it) == b"x"
+    time.sleep(0.2)
+    assert len(produced) <= 1 + 3 + 1  # consumed + queued + one blocked in put
+    ahead.stop()
+    ahead.join()
+    assert not ahead._thread.is_alive()
+
+
+def test_open_stream_with_read_ahead(store: Scripted) -> None:
+    with client() as c:
+        with c.open_stream(store.url + "/f", size=len(BODY), read_ahead=2) as chunks:
+            assert b"".join(chunks) == BODY
+        with c.open_stream(store.url + "/f", offset=7, size=len(BODY), read_ahead=2) as chunks:
+            assert next(iter(chunks)) == BODY[7:]

@@ -594,11 +594,11 @@ def test_expiry_drops_an_interrupted_upload(start, client, tmp_path):
 
 
 def test_an_upload_running_at_expiry_is_finished(start, client, tmp_path):
-    srv = start(expires_in=1.0)
     gguf = make_gguf(tmp_path / "model.gguf", tensor_elems=1 << 16)
     data = gguf.read_bytes()
+    srv = start(expires_in=2.0)
     gate = threading.Event()
-    threading.Timer(2.0, gate.set).start()
+    threading.Timer(3.0, gate.set).start()  # the second half arrives after the expiry
     r = put(srv.url, _slow_body(data, gate))  # chunked
     assert r.status_code == 201
     assert srv.wait() == 0
@@ -611,3 +611,25 @@ def test_other_paths_and_methods(start):
     assert requests.get(base + "/healthz", timeout=5).status_code == 200
     assert requests.put(base + "/other", data=b"x", timeout=5).status_code == 404
     assert requests.post(srv.url, data=b"x", timeout=5).status_code == 405
+
+
+def test_a_bundle_inside_a_top_directory_is_published_from_below_it(start, client, tmp_path, st_model):
+    srv = start()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tf:
+        tf.add(st_model, arcname="my-model")  # tar -czf b.tgz my-model/ (not its contents)
+    r = put(srv.url + "?filename=b.tgz", raw.getvalue())
+    assert r.status_code in (200, 201), r.text
+    paths = layers(client, srv.repo, r.json())
+    assert "config.json" in paths and not any(p.startswith("my-model/") for p in paths)
+
+
+def test_both_framings_are_refused(start):
+    srv = start()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(
+        f"PUT /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n4\r\nGGUF\r\n0\r\n\r\n".encode()
+    )
+    assert s.recv(65536).startswith(b"HTTP/1.1 400")
+    s.close()

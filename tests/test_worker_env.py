@@ -182,10 +182,10 @@ def test_dockerignore_keeps_tests_and_venv_out_of_the_context():
 
 
 def _pip_install_args() -> list[str]:
-    """How the Dockerfile installs: ``pip install -r requirements.txt`` (flags from its RUN line)."""
-    [run] = [r for r in effective("worker", "RUN") if "pip install" in r] or [
-        r for s in STAGES.values() for o, r in s.instructions if o == "RUN" and "pip install" in r
-    ]
+    """How the Dockerfile installs: the one ``pip install`` RUN line, in the stage whose venv the images copy."""
+    runs = [(name, r) for name, st in STAGES.items() for o, r in st.instructions if o == "RUN" and "pip install" in r]
+    [(stage, run)] = runs
+    assert f"--from={stage} /opt/venv /opt/venv" in " ".join(effective("worker", "COPY"))
     words = shlex.split(run)
     return words[words.index("install") + 1 :]
 

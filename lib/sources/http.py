@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import email.utils
 import json
+import queue
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ import requests
 import urllib3.exceptions
 
 CHUNK_SIZE = 1 << 20  # bytes per read while streaming a file
+READ_AHEAD = 8  # chunks the adapters let a file stream read ahead of its consumer
 MAX_DOCUMENT = 64 << 20  # largest JSON/manifest answer read into memory
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -303,19 +306,91 @@ class HttpClient:
         offset: int = 0,
         size: int | None = None,
         headers: Mapping[str, str] | None = None,
+        read_ahead: int = 0,
     ) -> Iterator[Iterator[bytes]]:
         """Yield an iterator of the bytes of ``url`` from ``offset`` on.
 
         Transport failures mid-stream resume with ``Range`` from the byte
         reached. When ``size`` is given, a server announcing another total
         raises ``ContentMismatch`` before any byte is yielded, and so does a
-        stream that ends early or runs long.
+        stream that ends early or runs long. ``read_ahead`` > 0 reads up to
+        that many chunks ahead on a helper thread (see ``ReadAhead``).
         """
         stream = _Stream(self, url, offset, size, dict(headers or {}))
+        ahead = ReadAhead(stream.chunks(), read_ahead) if read_ahead > 0 else None
         try:
-            yield stream.chunks()
+            yield iter(ahead) if ahead is not None else stream.chunks()
         finally:
+            if ahead is not None:
+                ahead.stop()
             stream.close()
+            if ahead is not None:
+                ahead.join()
+
+
+class ReadAhead:
+    """Pull a chunk iterator on a helper thread, at most ``depth`` chunks ahead.
+
+    The publish pipeline reads a chunk, hashes it and blocks in ``sendall``
+    to the registry; without read-ahead the source's socket sits idle
+    meanwhile, so source time and registry time add up. With it they overlap
+    (bounded memory: ``depth`` × ``CHUNK_SIZE``). Errors, including
+    ``SourceError``s raised by wrappers, surface in the consumer at the
+    position they happened.
+    """
+
+    _DONE = object()
+
+    def __init__(self, chunks: Iterator[bytes], depth: int):
+        self._chunks = chunks
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="read-ahead", daemon=True)
+        self._started = False
+
+    def _put(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._put(chunk):
+                    return
+            self._put(self._DONE)
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(_Raised(e))
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            assert isinstance(item, bytes)
+            yield item
+
+    def stop(self) -> None:
+        """Make the helper thread give up (it may be blocked in a read until the stream closes)."""
+        self._stopped.set()
+
+    def join(self) -> None:
+        if self._started:
+            self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class _Raised:
+    error: BaseException
 
 
 class _Stream:
@@ -330,9 +405,10 @@ class _Stream:
         self.resp: requests.Response | None = None
 
     def close(self) -> None:
-        if self.resp is not None:
-            self.resp.close()
-            self.resp = None
+        # Called from the consumer and (with read-ahead) from the reading thread.
+        resp, self.resp = self.resp, None
+        if resp is not None:
+            resp.close()
 
     def _open(self) -> tuple[requests.Response, int, int | None]:
         """Open at ``self.pos``; return the response, bytes to skip, and the total size."""

@@ -39,6 +39,7 @@ from urllib.parse import quote
 from lib.api.types import Reason
 from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
 from lib.sources.http import (
+    READ_AHEAD,
     ContentMismatch,
     HttpClient,
     HttpError,
@@ -354,7 +355,8 @@ class HuggingFaceSource:
 
     @contextmanager
     def _open(self, sibling: Sibling, offset: int) -> Iterator[Iterator[bytes]]:
-        with self.http.open_stream(self._file_url(sibling.path), offset=offset, size=sibling.size) as chunks:
+        url = self._file_url(sibling.path)
+        with self.http.open_stream(url, offset=offset, size=sibling.size, read_ahead=READ_AHEAD) as chunks:
             yield self._checked(sibling, chunks, offset)
 
     def _checked(self, sibling: Sibling, chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:

@@ -42,7 +42,15 @@ from typing import Any
 
 from lib.api.types import Reason
 from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
-from lib.sources.http import ContentMismatch, HttpClient, HttpError, HttpStatusError, RetryPolicy, Unavailable
+from lib.sources.http import (
+    READ_AHEAD,
+    ContentMismatch,
+    HttpClient,
+    HttpError,
+    HttpStatusError,
+    RetryPolicy,
+    Unavailable,
+)
 from lib.sources.urls import ParsedSource, parse_source_url
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
@@ -255,7 +263,8 @@ class OllamaSource:
 
     @contextmanager
     def _open(self, desc: Descriptor, offset: int) -> Iterator[Iterator[bytes]]:
-        with self.http.open_stream(self._blob_url(desc.digest), offset=offset, size=desc.size) as chunks:
+        url = self._blob_url(desc.digest)
+        with self.http.open_stream(url, offset=offset, size=desc.size, read_ahead=READ_AHEAD) as chunks:
             yield self._checked(desc, chunks, offset)
 
     def _checked(self, desc: Descriptor, chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:
