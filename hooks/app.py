@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jsonschema
@@ -50,6 +51,26 @@ HOOKS: dict[str, tuple[dict[str, Any], Handler]] = {
     "/webhooks/workload/mutate": (schemas.ADMISSION_REVIEW, webhook.mutate),
 }
 
+# Route groups, one per audience; a listener serves the groups in AI_MODELS_ROUTES
+# (default: all), so a NetworkPolicy per port can tell the audiences apart.
+ROUTE_GROUPS = ("metacontroller", "webhook", "token")
+
+
+def route_group(path: str) -> str:
+    return "webhook" if path.startswith("/webhooks/") else "metacontroller"
+
+
+def _enabled_groups(routes: Iterable[str] | None) -> frozenset[str]:
+    if routes is None:
+        routes = os.environ.get("AI_MODELS_ROUTES", ",".join(ROUTE_GROUPS)).split(",")
+    enabled = frozenset(r.strip() for r in routes if r.strip())
+    unknown = enabled - set(ROUTE_GROUPS)
+    if unknown or not enabled:
+        choices = ", ".join(ROUTE_GROUPS)
+        raise ValueError(f"AI_MODELS_ROUTES: {sorted(unknown) or 'empty'}; choose from {choices}")
+    return enabled
+
+
 _VALIDATORS = {
     path: jsonschema.Draft202012Validator(schema) for path, (schema, _) in HOOKS.items()
 }
@@ -67,8 +88,9 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"invalid request at {where}: {err.message}"
 
 
-def create_app(config: Config | None = None) -> Flask:
+def create_app(config: Config | None = None, routes: Iterable[str] | None = None) -> Flask:
     cfg = config or Config.from_env()
+    enabled = _enabled_groups(routes)
     app = Flask("ai-models-hooks")
     app.config["AI_MODELS"] = cfg
 
@@ -98,9 +120,9 @@ def create_app(config: Config | None = None) -> Flask:
             LATENCY.labels(path).observe(time.perf_counter() - started)
 
     for path in HOOKS:
-        app.add_url_rule(path, path, lambda p=path: handle(p), methods=["POST"])
+        if route_group(path) in enabled:
+            app.add_url_rule(path, path, lambda p=path: handle(p), methods=["POST"])
 
-    @app.get("/registry/token")
     def registry_token() -> Response:
         started = time.perf_counter()
         code, body, headers = token.issue(
@@ -113,6 +135,9 @@ def create_app(config: Config | None = None) -> Flask:
         REQUESTS.labels("/registry/token", str(code)).inc()
         LATENCY.labels("/registry/token").observe(time.perf_counter() - started)
         return _json(body, code, headers)
+
+    if "token" in enabled:
+        app.add_url_rule("/registry/token", "registry_token", registry_token, methods=["GET"])
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -25,7 +25,7 @@ from tests.support import crd_validate as cv
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("crds", "metacontroller", "deploy", "examples")
 KUBERNETES_VERSION = "1.33.0"  # a version kubernetes-validate ships schemas for; our floor
-HOOK_SERVICE = {"name": "ai-models-hooks", "namespace": "d8-ai-models", "port": 8080, "protocol": "http"}
+HOOK_SERVICE = {"name": "ai-models-hooks", "namespace": "d8-ai-models", "port": 8081, "protocol": "http"}
 WEBHOOK_PATHS = {
     p for p in HOOKS if not p.startswith("/hooks/")
 }  # called by the API server, not Metacontroller
