@@ -297,6 +297,8 @@ def preflight(m: ModelRef, parent: Obj, related: Obj, config: Config) -> Preflig
             )
         if plan.ca_bundle:
             auth = ch.SourceAuth(auth.secret, auth.key, auth.path, ca_configmap=m.source_ca_configmap)
+        if plan.insecure:
+            auth = ch.SourceAuth(auth.secret, auth.key, auth.path, auth.ca_configmap, insecure=True)
         return Preflight(
             kind,
             source_url=plan.source_url,

@@ -35,6 +35,7 @@ WORKER_CONTAINER = "worker"
 WORKER_UID = 65532
 REGISTRY_DIR = "/var/run/ai-models/registry"
 REGISTRY_AUTH_FILE = f"{REGISTRY_DIR}/.dockerconfigjson"
+REGISTRY_CA_FILE = f"{REGISTRY_DIR}/ca.crt"
 SOURCE_DIR = "/var/run/ai-models/source"
 SOURCE_TOKEN_FILE = f"{SOURCE_DIR}/token"
 SOURCE_DOCKERCONFIG_FILE = f"{SOURCE_DIR}/.dockerconfigjson"
@@ -210,13 +211,19 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": spec}
 
 
-def _registry_flags(config: Config) -> list[str]:
-    return ["--insecure-registry"] if config.registry_insecure else []
+def _registry_flags(config: Config, ca_flag: str = "--registry-ca-file") -> list[str]:
+    """How the worker reaches DMCR: plain HTTP (local runs), or TLS with the CA shipped in its Secret."""
+    if config.registry_insecure:
+        return ["--insecure-registry"]
+    return [ca_flag, REGISTRY_CA_FILE] if config.registry_ca_pem else []
 
 
-def _registry_volume(secret: str) -> tuple[Obj, Obj]:
+def _registry_volume(secret: str, config: Config) -> tuple[Obj, Obj]:
+    items = [(".dockerconfigjson", ".dockerconfigjson")]
+    if config.registry_ca_pem and not config.registry_insecure:
+        items.append(("ca.crt", "ca.crt"))
     return (
-        _secret_volume("registry-auth", secret, [(".dockerconfigjson", ".dockerconfigjson")]),
+        _secret_volume("registry-auth", secret, items),
         {"name": "registry-auth", "mountPath": REGISTRY_DIR, "readOnly": True},
     )
 
@@ -229,6 +236,7 @@ class SourceAuth:
     key: str = ""  # the key mounted
     path: str = ""  # token | .dockerconfigjson
     ca_configmap: str = ""
+    insecure: bool = False  # a catalog registry that speaks plain HTTP
 
 
 def publish_job(
@@ -247,12 +255,14 @@ def publish_job(
         RESULT_FILE,
         *_registry_flags(config),
     ]
-    vol, mount = _registry_volume(m.registry_secret)
+    vol, mount = _registry_volume(m.registry_secret, config)
     volumes, mounts = [vol], [mount]
     if auth.secret:
         args += ["--auth-file", f"{SOURCE_DIR}/{auth.path}"]
         volumes.append(_secret_volume("source-auth", auth.secret, [(auth.key, auth.path)]))
         mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
+    if auth.insecure:
+        args.append("--insecure-source")
     if auth.ca_configmap:
         args += ["--ca-file", f"{SOURCE_CA_DIR}/ca.crt"]
         volumes.append(
@@ -310,7 +320,7 @@ def upload_job(
         RESULT_FILE,
         *_registry_flags(config),
     ]
-    vol, mount = _registry_volume(m.registry_secret)
+    vol, mount = _registry_volume(m.registry_secret, config)
     volumes = [
         vol,
         _secret_volume("upload-token", m.upload_secret(session), [("token", "token")]),
@@ -349,9 +359,9 @@ def cleanup_job(m: ModelRef, config: Config, *, digest: str, attempt: int, delay
         REGISTRY_AUTH_FILE,
         "--result-file",
         RESULT_FILE,
-        *_registry_flags(config),
+        *_registry_flags(config, "--ca-file"),
     ]
-    vol, mount = _registry_volume(m.cleanup_secret)
+    vol, mount = _registry_volume(m.cleanup_secret, config)
     return worker_job(
         m,
         config,
@@ -375,7 +385,10 @@ def _dockerconfig_secret(m: ModelRef, config: Config, name: str, user: str, pass
         "kind": "Secret",
         "metadata": _meta(m, name),
         "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": _b64(dockerconfigjson(config.registry, user, password))},
+        "data": {
+            ".dockerconfigjson": _b64(dockerconfigjson(config.registry, user, password)),
+            **({"ca.crt": _b64(config.registry_ca_pem.decode())} if config.registry_ca_pem else {}),
+        },
     }
 
 

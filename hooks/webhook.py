@@ -28,7 +28,13 @@ def mutate(review: dict[str, Any], config: Config) -> dict[str, Any]:
         return _review(response)
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
         raise HookInputError("request.object must be a Kubernetes object")
-    mutation = delivery.mutate_object(obj, config)
+    try:
+        mutation = delivery.mutate_object(obj, config)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:
+        # Mutating admission runs before validation: leave a malformed object to the
+        # API server's own validation, which will say precisely what is wrong with it.
+        response["warnings"] = [f"ai-models: malformed object left untouched ({type(e).__name__}: {e})"]
+        return _review(response)
     if mutation.patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(

@@ -7,6 +7,11 @@ workload's pull credential Secret; the mutating webhook (``hooks.webhook``)
 turns those annotations into the pod template. Status is left alone: a
 Deployment's status belongs to its own controller.
 
+Request shapes: Metacontroller's v2 decorator hooks send ``{controller,
+parent, children, related, finalizing}`` with ``namespace/name`` keys, v1
+hooks ``{controller, object, attachments, related, finalizing}`` with
+relative keys; both are read (the object lookups ignore the key style).
+
 ClusterModel changes do not wake a namespaced workload up in Metacontroller
 (its names rules match related objects by the parent's namespace), so sync asks
 for a periodic resync while a ClusterModel is involved or delivery is blocked.
@@ -34,7 +39,8 @@ LABELS = {"app.kubernetes.io/managed-by": "ai-models", "app.kubernetes.io/compon
 
 
 def _target(req: Mapping[str, Any]) -> dict[str, Any]:
-    obj = req.get("object") or req.get("parent")
+    """The decorated object: ``parent`` in v2 requests (and every customize), ``object`` in v1."""
+    obj = req.get("parent") or req.get("object")
     if not isinstance(obj, dict):
         raise HookInputError("request has no object")
     return obj
@@ -108,7 +114,7 @@ def pull_secret(
 
 def _observed_secret(req: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any] | None:
     """The attached pull Secret as desired state (kept while blocked: pods of the old revision need it)."""
-    for group in (req.get("attachments") or {}).values():
+    for group in (req.get("children") or req.get("attachments") or {}).values():
         for obj in (group or {}).values():
             obj = obj or {}
             meta = obj.get("metadata") or {}

@@ -22,8 +22,10 @@ class Config:
     token_issuer: str = "ai-models"
     # Registry reached over plain HTTP (local runs and tests only).
     registry_insecure: bool = False
-    # Name of the Secret in the module namespace holding the registry CA, if any.
-    registry_ca_configmap: str = ""
+    # PEM CA bundle DMCR's TLS certificate chains to (AI_MODELS_REGISTRY_CA_FILE).
+    # It travels with each registry credential Secret as key ``ca.crt``, so a
+    # worker pod in any namespace can verify DMCR without another object.
+    registry_ca_pem: bytes | None = field(default=None, repr=False)
     # Upload sessions
     upload_ttl_seconds: int = 3600
     upload_port: int = 8080
@@ -55,7 +57,9 @@ class Config:
             token_service=env.get("AI_MODELS_TOKEN_SERVICE", d.token_service),
             token_issuer=env.get("AI_MODELS_TOKEN_ISSUER", d.token_issuer),
             registry_insecure=env.get("AI_MODELS_REGISTRY_INSECURE", "") in ("1", "true", "True"),
+            registry_ca_pem=read("AI_MODELS_REGISTRY_CA_FILE"),
             upload_ttl_seconds=int(env.get("AI_MODELS_UPLOAD_TTL_SECONDS", d.upload_ttl_seconds)),
+            upload_port=int(env.get("AI_MODELS_UPLOAD_PORT", d.upload_port)),
             upload_external_base=env.get("AI_MODELS_UPLOAD_EXTERNAL_BASE", d.upload_external_base),
             delivery_mode=env.get("AI_MODELS_DELIVERY_MODE", d.delivery_mode),
             hook_service_url=env.get("AI_MODELS_HOOK_SERVICE_URL", d.hook_service_url),

@@ -401,15 +401,21 @@ def render(template: Mapping[str, Any], state: State, config: Config) -> dict[st
     t = strip(template)
     if state is None:
         return t
-    spec = t.setdefault("spec", {})
-    annotations = t.setdefault("metadata", {}).setdefault("annotations", {})
+    if not isinstance(t.get("spec"), dict):
+        t["spec"] = {}
+    if not isinstance(t.get("metadata"), dict):
+        t["metadata"] = {}
+    spec, meta = t["spec"], t["metadata"]
+    if not isinstance(meta.get("annotations"), dict):
+        meta["annotations"] = {}
+    annotations = meta["annotations"]
     if isinstance(state, Gate):
         annotations[ANNOTATION_TEMPLATE] = _compact({f"{r.kind}/{r.name}": None for r in state.refs})
-        spec["schedulingGates"] = [*spec.get("schedulingGates", []), {"name": SCHEDULING_GATE}]
+        spec["schedulingGates"] = [*(spec.get("schedulingGates") or []), {"name": SCHEDULING_GATE}]
         return t
     models = sorted(state.models, key=lambda m: m.name)
     annotations[ANNOTATION_TEMPLATE] = _compact({f"{m.kind}/{m.name}": m.digest for m in models})
-    spec["volumes"] = [*spec.get("volumes", []), *_volumes(models, state.secret_name)]
+    spec["volumes"] = [*(spec.get("volumes") or []), *_volumes(models, state.secret_name)]
     env = [
         {"name": ENV_MODELS_DIR, "value": MODELS_DIR},
         {
@@ -422,10 +428,10 @@ def render(template: Mapping[str, Any], state: State, config: Config) -> dict[st
     mount = {"name": CACHE_VOLUME, "mountPath": MODELS_DIR, "readOnly": True}
     for key in ("initContainers", "containers"):
         for c in spec.get(key) or []:
-            c["env"] = [*c.get("env", []), *copy.deepcopy(env)]
-            c["volumeMounts"] = [*c.get("volumeMounts", []), dict(mount)]
+            c["env"] = [*(c.get("env") or []), *copy.deepcopy(env)]
+            c["volumeMounts"] = [*(c.get("volumeMounts") or []), dict(mount)]
     ours = [_init_container(m, config) for m in models]
-    spec["initContainers"] = _insert_after_sidecars(spec.get("initContainers", []), ours)
+    spec["initContainers"] = _insert_after_sidecars(spec.get("initContainers") or [], ours)
     return t
 
 

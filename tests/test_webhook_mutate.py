@@ -338,6 +338,28 @@ def test_malformed_reviews_are_400(client, body):
     assert r.status_code == 400 and r.get_json()["error"]
 
 
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda spec: spec.update(containers="not-a-list"),
+        lambda spec: spec.update(containers=["not-an-object"]),
+        lambda spec: spec["containers"][0].update(env="x"),
+        lambda spec: spec.update(volumes=None, initContainers=None),
+    ],
+    ids=["containers-string", "container-string", "env-string", "nulls"],
+)
+def test_malformed_objects_are_left_to_api_validation(client, breakage):
+    """Mutating admission runs before validation: never a 500, never a crash on odd objects."""
+    obj = workload(model_names="m")
+    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
+    obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
+    breakage(obj["spec"]["template"]["spec"])
+    rv = review(obj)
+    r = client.post("/webhooks/workload/mutate", json=rv)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["response"]["allowed"] is True
+
+
 def test_json_patch_escapes_annotation_keys():
     ops = delivery.json_patch({"a": {}}, {"a": {"x/y~z": "1"}}, "/root")
     assert ops == [{"op": "add", "path": "/root/a/x~1y~0z", "value": "1"}]

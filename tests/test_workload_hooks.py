@@ -289,3 +289,33 @@ def test_finalize_removes_what_sync_wrote(client):
     resp = call(client, "finalize", obj, related(model("bge-m3")), finalizing=True)
     assert resp == {"annotations": {ANNOTATION_RESOLUTION: None, ANNOTATION_BLOCKED: None},
                     "attachments": [], "finalized": True}
+
+
+# ------------------------------------------------- v2 request shape (handler)
+
+
+def test_v2_request_shape_parent_and_children():
+    """Metacontroller's v2 decorator hooks send ``parent``/``children`` (uniform ``ns/name`` keys).
+
+    Called on the handler: the app's request schema (hooks/schemas.py) still
+    requires the v1 ``object`` key.
+    """
+    from hooks import workload as hook
+
+    obj = workload(model_names="bge-m3")
+    ready = hook.sync({"controller": CONTROLLER, "parent": obj, "children": {"Secret.v1": {}},
+                       "related": related(model("bge-m3")), "finalizing": False}, CONFIG)
+    assert resolution(ready)[0]["name"] == "bge-m3"
+    secret = ready["attachments"][0]
+    observed = {**secret, "metadata": {**secret["metadata"], "uid": "u1", "resourceVersion": "3"}}
+    blocked_resp = hook.sync(
+        {"controller": CONTROLLER, "parent": obj,
+         "children": {"Secret.v1": {f"ai-demo/{secret['metadata']['name']}": observed}},
+         "related": related(model("bge-m3", phase="Failed")), "finalizing": False},
+        CONFIG,
+    )
+    assert blocked(blocked_resp)["reason"] == "ModelNotReady"
+    assert blocked_resp["attachments"] == [secret]
+    final = hook.finalize({"controller": CONTROLLER, "parent": obj, "children": {}, "related": {},
+                           "finalizing": True}, CONFIG)
+    assert final["finalized"] is True and final["attachments"] == []
