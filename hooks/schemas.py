@@ -59,16 +59,22 @@ COMPOSITE_CUSTOMIZE: dict[str, Any] = {
     "properties": {"controller": _CONTROLLER, "parent": _OBJECT},
 }
 
+# Metacontroller's v2 decorator hooks send the target as ``parent`` and its
+# attachments as ``children`` (pkg/controller/decorator/api/v2/hooks.go); the
+# v1 names ``object``/``attachments`` are accepted too.
 DECORATOR_SYNC: dict[str, Any] = {
     "type": "object",
-    "required": ["controller", "object"],
+    "required": ["controller"],
     "properties": {
         "controller": _CONTROLLER,
+        "parent": _OBJECT,
         "object": _OBJECT,
+        "children": _OBJECT_MAP,
         "attachments": _OBJECT_MAP,
         "related": _OBJECT_MAP,
         "finalizing": {"type": "boolean"},
     },
+    "anyOf": [{"required": ["parent"]}, {"required": ["object"]}],
 }
 
 DECORATOR_CUSTOMIZE: dict[str, Any] = {

@@ -94,7 +94,10 @@ def _lookup(related: Mapping[str, Any] | None, namespace: str) -> Any:
 def pull_secret(
     obj: Mapping[str, Any], models: list[delivery.ResolvedModel], config: Config
 ) -> dict[str, Any]:
-    """The workload's ``kubernetes.io/dockerconfigjson`` Secret: pull of exactly its models' repositories."""
+    """The workload's ``kubernetes.io/dockerconfigjson`` Secret: pull of exactly its models' repositories.
+
+    Key ``ca.crt`` holds DMCR's CA when one is configured (``--ca-file`` of the init containers).
+    """
     user, password = credentials.pull_credential(config.signing_key, [m.repository for m in models])
     config_json = credentials.dockerconfigjson(config.registry, user, password)
     meta = obj["metadata"]
@@ -108,8 +111,16 @@ def pull_secret(
         },
         "type": SECRET_TYPE,
         # data, not stringData: the API server stores data, so a re-apply compares equal.
-        "data": {".dockerconfigjson": base64.b64encode(config_json.encode()).decode()},
+        "data": {
+            ".dockerconfigjson": _b64(config_json.encode()),
+            # DMCR's CA travels with the credential, as for the module's own workers.
+            **({"ca.crt": _b64(config.registry_ca_pem)} if config.registry_ca_pem else {}),
+        },
     }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _observed_secret(req: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any] | None:

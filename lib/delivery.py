@@ -52,6 +52,7 @@ CACHE_VOLUME = "ai-models-cache"
 PULL_VOLUME = "ai-models-pull"
 PULL_DIR = "/var/run/ai-models/pull"
 AUTH_FILE = f"{PULL_DIR}/.dockerconfigjson"
+CA_FILE = f"{PULL_DIR}/ca.crt"  # DMCR's CA, shipped in the pull Secret when configured
 ENV_MODELS_DIR = "AI_MODELS_MODELS_DIR"
 ENV_MODELS = "AI_MODELS_MODELS"
 INJECTED_ENV = frozenset({ENV_MODELS_DIR, ENV_MODELS})
@@ -415,7 +416,7 @@ def render(template: Mapping[str, Any], state: State, config: Config) -> dict[st
         return t
     models = sorted(state.models, key=lambda m: m.name)
     annotations[ANNOTATION_TEMPLATE] = _compact({f"{m.kind}/{m.name}": m.digest for m in models})
-    spec["volumes"] = [*(spec.get("volumes") or []), *_volumes(models, state.secret_name)]
+    spec["volumes"] = [*(spec.get("volumes") or []), *_volumes(models, state.secret_name, _ships_ca(config))]
     env = [
         {"name": ENV_MODELS_DIR, "value": MODELS_DIR},
         {
@@ -435,8 +436,11 @@ def render(template: Mapping[str, Any], state: State, config: Config) -> dict[st
     return t
 
 
-def _volumes(models: list[ResolvedModel], secret_name: str) -> list[dict[str, Any]]:
+def _volumes(models: list[ResolvedModel], secret_name: str, with_ca: bool) -> list[dict[str, Any]]:
     total = sum(m.size_bytes for m in models)
+    items = [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]
+    if with_ca:
+        items.append({"key": "ca.crt", "path": "ca.crt"})
     empty_dir: dict[str, Any] = {}
     if total > 0:
         empty_dir["sizeLimit"] = quantity(math.ceil(total * (1 + SIZE_HEADROOM_RATIO)) + SIZE_HEADROOM_BYTES)
@@ -446,7 +450,7 @@ def _volumes(models: list[ResolvedModel], secret_name: str) -> list[dict[str, An
             "name": PULL_VOLUME,
             "secret": {
                 "secretName": secret_name,
-                "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}],
+                "items": items,
                 "defaultMode": 0o444,
             },
         },
@@ -461,10 +465,16 @@ def init_container_name(model: str) -> str:
     return dns_label(f"{PREFIX}materialize", f"{model.replace('.', '-')}-{short_hash(model)}")
 
 
+def _ships_ca(config: Config) -> bool:
+    return bool(config.registry_ca_pem) and not config.registry_insecure
+
+
 def materialize_args(model: ResolvedModel, config: Config) -> list[str]:
     args = ["--artifact", model.uri, "--into", model.path, "--auth-file", AUTH_FILE]
     if config.registry_insecure:
         args.append("--insecure-registry")
+    elif _ships_ca(config):
+        args += ["--ca-file", CA_FILE]
     return args
 
 

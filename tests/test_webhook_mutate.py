@@ -302,6 +302,26 @@ def test_insecure_registry_flag_follows_config():
         assert ("--insecure-registry" in pod_spec(new)["initContainers"][0]["args"]) is insecure
 
 
+@pytest.mark.parametrize(
+    ("ca", "insecure", "flags", "items"),
+    [
+        (b"PEM", False, ["--ca-file", "/var/run/ai-models/pull/ca.crt"], [".dockerconfigjson", "ca.crt"]),
+        (None, False, [], [".dockerconfigjson"]),
+        (b"PEM", True, ["--insecure-registry"], [".dockerconfigjson"]),
+    ],
+    ids=["tls-private-ca", "tls-public-ca", "plain-http"],
+)
+def test_registry_ca_reaches_the_init_container(ca, insecure, flags, items):
+    obj = workload(model_names="m")
+    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
+    obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
+    m = delivery.mutate_object(obj, Config(registry_ca_pem=ca, registry_insecure=insecure))
+    spec = pod_spec(delivery.apply_patch(obj, m.patch))
+    assert spec["initContainers"][0]["args"][6:] == flags
+    pull = next(v for v in spec["volumes"] if v["name"] == "ai-models-pull")
+    assert [i["key"] for i in pull["secret"]["items"]] == items
+
+
 def test_unknown_delivery_mode_passes_with_a_warning():
     obj = workload(model_names="m")
     m = delivery.mutate_object(obj, Config(delivery_mode="NodeCache"))

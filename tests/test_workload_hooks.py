@@ -319,3 +319,16 @@ def test_v2_request_shape_parent_and_children():
     final = hook.finalize({"controller": CONTROLLER, "parent": obj, "children": {}, "related": {},
                            "finalizing": True}, CONFIG)
     assert final["finalized"] is True and final["attachments"] == []
+
+
+def test_registry_ca_travels_in_the_pull_secret():
+    from hooks import workload as hook
+
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    cfg = Config(registry="dmcr.test:5000", signing_key=b"k", registry_ca_pem=pem)
+    resp = hook.sync({"controller": CONTROLLER, "object": workload(model_names="m"),
+                      "related": related(model("m"))}, cfg)
+    assert base64.b64decode(resp["attachments"][0]["data"]["ca.crt"]) == pem
+    resp = hook.sync({"controller": CONTROLLER, "object": workload(model_names="m"),
+                      "related": related(model("m"))}, CONFIG)
+    assert "ca.crt" not in resp["attachments"][0]["data"]

@@ -327,11 +327,12 @@ class Metacontroller:
             if "finalize" in hooks and not deleting and finalizer not in (md.get("finalizers") or []):
                 self.cluster.patch_metadata(kind, md["name"], md.get("namespace", ""),
                                             finalizers=[*(md.get("finalizers") or []), finalizer])
-            body = {"controller": ctrl, "object": obj}
+            # v2 decorator hooks: the target is "parent", its attachments "children".
+            body = {"controller": ctrl, "parent": obj}
             try:
                 related = self._related(hooks, body, obj)
                 attachments = self._owned(obj, spec.get("attachments", []))
-                req = {**body, "attachments": attachments, "related": related, "finalizing": deleting}
+                req = {**body, "children": attachments, "related": related, "finalizing": deleting}
                 resp = self.call(hooks["finalize" if deleting else "sync"], req)
             except (HookError, requests.RequestException) as e:
                 self.errors.append(str(e))

@@ -1,0 +1,1 @@
+"""atheris fuzz targets for the parsers that see untrusted bytes (see README.md)."""
