@@ -11,25 +11,11 @@ from pathlib import Path
 
 # (exception type, innermost function in lib/archive.py): a corrupt zip escapes as a raw exception
 # instead of ArchiveError(400).
-KNOWN_ZIP_BUGS = frozenset({
-    ("IndexError", "check_zip"),  # empty member name: zi.is_dir() indexes filename[-1]
-    ("NotImplementedError", "walk_zip"),  # zipfile.ZipFile(): "zip file version 16.5" is not caught
-    ("OSError", "walk_zip"),  # zf.open(): negative header offset, EINVAL from seek, is not caught
-})
+KNOWN_ZIP_BUGS: frozenset[tuple[str, str]] = frozenset()  # all fixed; see git history
 
 # Where a hook raised when a field had the wrong type (``true`` where an object, list or string
 # belongs): the service answers 500 instead of 400. "dir/file.py:function".
-KNOWN_500_SITES = frozenset({
-    "hooks/model.py:_customize",
-    "hooks/model.py:_status",
-    "hooks/model_status.py:_times",
-    "hooks/model_status.py:request_time",
-    "hooks/model_status.py:_terminations",
-    "hooks/model_status.py:_job_condition",
-    "hooks/catalogsource.py:_job_done",
-    "hooks/catalogsource.py:reemit",
-    "lib/delivery.py:_ready_artifact",
-})
+KNOWN_500_SITES: frozenset[str] = frozenset()  # all fixed (typed status schemas in hooks/schemas.py)
 
 
 def innermost(e: BaseException, filename: str) -> str:

@@ -562,7 +562,11 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     def reemit(observed: Obj) -> Obj:
         """An observed probe Job as it was created (its delay and inputs are its own)."""
         delay = _label(observed, LABEL_PROBE_DELAY)
-        n = int(_label(observed, LABEL_PROBE))
+        label = _label(observed, LABEL_PROBE)
+        if not label.isdigit():
+            name = observed["metadata"].get("name")
+            raise HookInputError(f"probe Job {name}: label {LABEL_PROBE} is not a number")
+        n = int(label)
         same = probe_job(
             src,
             config,

@@ -9,6 +9,31 @@ from __future__ import annotations
 
 from typing import Any
 
+_OBJECTS = {"type": ["array", "null"], "items": {"type": "object"}}
+_CONTAINER_STATUS = {
+    "type": "object",
+    "properties": {
+        "state": {
+            "type": ["object", "null"],
+            "additionalProperties": {"type": ["object", "null"]},
+        },
+    },
+}
+# The status fields hooks read, typed so a wrong type is a 400, not a crash.
+_STATUS = {
+    "type": ["object", "null"],
+    "properties": {
+        "conditions": _OBJECTS,
+        "containerStatuses": {"type": ["array", "null"], "items": _CONTAINER_STATUS},
+        "initContainerStatuses": {"type": ["array", "null"], "items": _CONTAINER_STATUS},
+        "source": {"type": ["object", "null"]},
+        "artifact": {"type": ["object", "null"], "properties": {"uri": {"type": "string"}}},
+        "resolved": {"type": ["object", "null"]},
+        "upload": {"type": ["object", "null"]},
+        "cleanup": {"type": ["object", "null"]},
+    },
+}
+
 _OBJECT = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata"],
@@ -30,6 +55,8 @@ _OBJECT = {
                 },
             },
         },
+        "spec": {"type": ["object", "null"]},
+        "status": _STATUS,
     },
 }
 

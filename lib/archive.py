@@ -517,7 +517,7 @@ def check_zip(zf: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInfo
             raise ArchiveError(
                 400, f"member {zi.filename!r}: only regular files and directories are accepted"
             )
-        if zi.is_dir():
+        if zi.filename.endswith("/"):  # ZipInfo.is_dir() indexes filename[-1]: "" would raise
             if path is not None:
                 names.add_dir(path)
             continue
@@ -546,13 +546,13 @@ def walk_zip(path: str, limits: Limits = Limits()) -> Iterator[Member]:
     """Yield the regular files of a spooled zip, in central-directory order."""
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
         raise ArchiveError(400, f"not a readable zip archive: {e}") from e
     with zf:
         for zi, member_name in check_zip(zf, limits):
             try:
                 f = zf.open(zi)
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError) as e:
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError) as e:
                 raise ArchiveError(400, f"member {member_name!r}: {e}") from e
             with f:
                 reader = _Guarded(f, member_name)

@@ -20,6 +20,7 @@ every byte since 0 is held, a lost session restarts in a new one. Otherwise
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -93,6 +94,13 @@ class _Retry(Exception):
     def __init__(self, error: RegistryError):
         super().__init__(str(error))
         self.error = error
+
+
+def _brief(e: BaseException) -> str:
+    """A transport error without the URLs urllib3 quotes (upload URLs carry signed state)."""
+    text = re.sub(r"https?://\S+|url: \S+", "<url>", str(e))
+    text = re.sub(r"\(Caused by (\w+)\(.*", r"(\1)", text)
+    return text[:300]
 
 
 class RegistryClient:
@@ -192,7 +200,9 @@ class RegistryClient:
             ) as e:
                 raise _Retry(
                     Unreachable(
-                        None, f"registry {self.registry} unreachable during {what}: {e}; check it is running"
+                        None,
+                        f"registry {self.registry} unreachable during {what}: {_brief(e)}; "
+                        "check it is running",
                     )
                 ) from e
             if (
