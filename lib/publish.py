@@ -113,6 +113,8 @@ def push_file(
     except DigestMismatch as e:
         raise PublishError(Reason.PUBLICATION_FAILED, f"{path}: {e}") from e
     facts = inspector.finish(desc.size)
+    if f.remember is not None and desc.digest.startswith("sha256:"):
+        f.remember(desc.digest[len("sha256:") :])
     return PushedFile(path, desc, facts, sent=True)
 
 

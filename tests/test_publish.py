@@ -185,3 +185,34 @@ def test_a_bundle_inside_one_top_directory_is_published_from_below_it(registry, 
     assert code == 0, err
     paths = {layer["annotations"]["org.cncf.model.filepath"] for layer in manifest(registry, "t/bundle", result["artifact"]["digest"])["layers"]}
     assert "config.json" in paths and not any(p.startswith("my-model/") for p in paths)
+
+
+def test_without_a_digest_cache_files_are_hashed_first_and_still_skipped(registry, tmp_path):
+    gguf = models.make_gguf(tmp_path / "nc" / "m.gguf")
+    client = RegistryClient(registry.host, insecure=True)
+    dest = Reference.parse(f"{registry.host}/t/nocache")
+    snap = local.snapshot(str(gguf.parent), cache=False)
+    assert all(f.sha256 for f in snap.files), "without a cache every file is hashed before it is sent"
+    first = publish(snap, dest, client)
+    posts: list[str] = []
+    client.session.hooks["response"].append(
+        lambda r, *a, **kw: posts.append(r.request.url) if r.request.method == "POST" else None
+    )
+    again = publish(local.snapshot(str(gguf.parent), cache=False), dest, client)
+    assert again["artifact"]["digest"] == first["artifact"]["digest"] and posts == []
+
+
+def test_the_digest_cache_remembers_what_was_streamed(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("AI_MODELS_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = models.make_gguf(tmp_path / "c" / "m.gguf")
+    snap = local.snapshot(str(gguf.parent))
+    assert [f.sha256 for f in snap.files] == [None], "an unknown file is streamed without a pre-pass"
+    publish(snap, Reference.parse(f"{registry.host}/t/cache"), RegistryClient(registry.host, insecure=True))
+    import hashlib
+
+    assert local.snapshot(str(gguf.parent)).files[0].sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    gguf.write_bytes(gguf.read_bytes())  # a rewrite changes the mtime: the cached digest no longer applies
+    import os
+
+    os.utime(gguf, ns=(1, 1))
+    assert local.snapshot(str(gguf.parent)).files[0].sha256 is None

@@ -28,6 +28,9 @@ class SourceFile:
     sha256: str | None = None
     # Source-specific hint about what the file is (e.g. an Ollama layer media type).
     kind: str | None = None
+    # Called with the sha256 (hex) the pipeline computed while streaming, so a
+    # source can remember it (local files: the digest cache in lib/sources/local.py).
+    remember: Callable[[str], None] | None = None
 
 
 @dataclass
