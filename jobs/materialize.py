@@ -242,14 +242,11 @@ def _fetch(
     partial.touch()
 
     attempt = 0
-    client_verified = False  # one whole stream from 0, verified by the client
     while offset < size:
         attempt += 1
-        start = offset
         try:
             offset, got = _stream(client, repo, digest, size, partial, offset, h)
             fetched += got
-            client_verified = start == 0
         except (Unreachable, OSError) as e:
             if isinstance(e, OSError) and not _is_network_error(e):
                 raise
@@ -270,7 +267,7 @@ def _fetch(
                 f"blob {digest} for {final.name} is corrupted ({e}); nothing written at {final}"
             ) from None
 
-    if not client_verified and h.hexdigest() != expected:
+    if h.hexdigest() != expected:
         partial.unlink(missing_ok=True)
         raise CorruptBlob(
             f"blob {digest} for {final.name} is corrupted: its bytes hash to sha256:{h.hexdigest()}; "
@@ -285,14 +282,16 @@ def _stream(
 ) -> tuple[int, int]:
     """Append the blob from ``offset`` to ``partial``.
 
-    From offset 0 the client hashes the stream itself and raises
-    ``DigestMismatch`` when it ends on the wrong digest; hashing here too would
-    cost a third of the throughput (``bench/bench_materialize.py``). ``h`` is
-    fed only for a resumed stream, on top of the re-hashed partial. Disk writes
-    run in a second thread (file writes and sha256 release the GIL), so the
-    network read, the client's hashing and the write overlap.
+    ``h`` (fresh, or holding the re-hashed partial) is fed in the writer
+    thread together with the disk write: sha256 and file writes release the
+    GIL, so hashing overlaps the network read on the other core instead of
+    following it (``bench/bench_materialize.py``: 0.56× curl with the hash in
+    the reading thread). The caller compares ``h`` with the digest.
     """
-    with client.open_blob(repo, digest, offset=offset) as chunks, _Writer(partial, offset, h) as out:
+    with (
+        client.open_blob(repo, digest, offset=offset, verify=False) as chunks,
+        _Writer(partial, offset, h) as out,
+    ):
         for chunk in chunks:
             if out.queued + len(chunk) > size:
                 out.abort()
@@ -310,7 +309,7 @@ class _Writer:
     DEPTH = 8  # chunks in flight (the client reads 1 MiB at a time)
 
     def __init__(self, path: Path, offset: int, h: hashlib._Hash) -> None:
-        self.path, self.h, self.own_hash = path, h, offset > 0
+        self.path, self.h = path, h
         self.queued = self.written = offset
         self.queue: queue.Queue[bytes | None] = queue.Queue(self.DEPTH)
         self.error: BaseException | None = None
@@ -338,8 +337,7 @@ class _Writer:
                 while (chunk := self.queue.get()) is not None:
                     if self.error is None:
                         f.write(chunk)
-                        if self.own_hash:
-                            self.h.update(chunk)
+                        self.h.update(chunk)
                         self.written += len(chunk)
                 if self.aborted:
                     f.truncate(0)

@@ -133,8 +133,8 @@ def test_connection_drop_resumes_within_one_run(artifact, tmp_path, monkeypatch)
     offsets: list[int] = []
 
     class Flaky:
-        def __init__(self, repo, digest, offset=0):
-            self.cm = real_open(repo, digest, offset=offset)
+        def __init__(self, repo, digest, offset=0, verify=True):
+            self.cm = real_open(repo, digest, offset=offset, verify=verify)
             self.first = not offsets and digest == artifact["digests"]["model.gguf"]
             offsets.append(offset) if digest == artifact["digests"]["model.gguf"] else None
 
@@ -151,7 +151,7 @@ def test_connection_drop_resumes_within_one_run(artifact, tmp_path, monkeypatch)
         def __exit__(self, *exc):
             return self.cm.__exit__(None, None, None)
 
-    monkeypatch.setattr(client, "open_blob", lambda repo, digest, *, offset=0: Flaky(repo, digest, offset))
+    monkeypatch.setattr(client, "open_blob", lambda repo, digest, *, offset=0, verify=True: Flaky(repo, digest, offset, verify))
     mat.materialize(client, artifact["repo"], artifact["digest"], tmp_path / "m", log=lambda m: None)
     assert_materialized(tmp_path / "m", artifact)
     assert offsets == [0, 1000]

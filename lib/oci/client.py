@@ -547,9 +547,13 @@ class RegistryClient:
             pass
 
     @contextmanager
-    def open_blob(self, repo: str, digest: str, *, offset: int = 0) -> Iterator[Iterator[bytes]]:
+    def open_blob(
+        self, repo: str, digest: str, *, offset: int = 0, verify: bool = True
+    ) -> Iterator[Iterator[bytes]]:
         """Stream a blob from ``offset``; from 0 the digest is verified when the iterator is drained.
 
+        ``verify=False`` leaves hashing to a caller that does it in another thread
+        (materialize), so the network read and the hash overlap on two cores.
         Redirects to storage on another host are followed without our Authorization header
         (requests drops it when the host changes).
         """
@@ -568,7 +572,7 @@ class RegistryClient:
         try:
             # A 200 to a ranged GET is the whole blob: skip to the offset, and it can be verified.
             whole = resp.status_code == 200
-            yield self._iter_blob(resp, digest, verify=whole, skip=offset if whole else 0)
+            yield self._iter_blob(resp, digest, verify=whole and verify, skip=offset if whole else 0)
         finally:
             resp.close()
 
