@@ -24,6 +24,7 @@ registry-bin:
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: deps registry-bin lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)

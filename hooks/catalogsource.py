@@ -506,16 +506,16 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     # Adopt the newest probe counter proven by status or an observed Job.
     attempt = src.status.get("probeAttempt")
     attempt = attempt if isinstance(attempt, int) and attempt >= 1 else 1
-    for job in objects(children, JOB):
-        seen = _label(job, LABEL_PROBE)
-        if _label(job, LABEL_SOURCE_UID) == src.uid and seen.isdigit():
+    for child in objects(children, JOB):
+        seen = _label(child, LABEL_PROBE)
+        if _label(child, LABEL_SOURCE_UID) == src.uid and seen.isdigit():
             attempt = max(attempt, int(seen))
 
     if auth_error or ca_error:
         reason = Reason.CATALOG_AUTH_FAILED if auth_error else Reason.CATALOG_TLS_INVALID
-        obs = Observed(Phase.FAILED, reason, str(auth_error or ca_error))
+        failed = Observed(Phase.FAILED, reason, str(auth_error or ca_error))
         return {
-            "status": _status(src, obs, attempt, now, last_good),
+            "status": _status(src, failed, attempt, now, last_good),
             "children": [],
             "resyncAfterSeconds": src.refresh,
         }

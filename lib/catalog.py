@@ -150,7 +150,8 @@ def parse_index_manifest(body: bytes) -> tuple[str, int]:
         raise CatalogError(
             f"the catalog tag holds a {m.get('mediaType') or 'non-OCI'} manifest, not an OCI image manifest"
         )
-    config = m.get("config") if isinstance(m.get("config"), dict) else {}
+    raw_config = m.get("config")
+    config = raw_config if isinstance(raw_config, dict) else {}
     if m.get("artifactType") != MEDIA_TYPE and config.get("mediaType") != MEDIA_TYPE:
         raise CatalogError(
             f"the manifest's artifactType is {m.get('artifactType')!r}, not {MEDIA_TYPE!r}: "

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lib import modelpack
-from lib.api.types import Reason, WorkerResult
+from lib.api.types import Reason, ResolvedInfo, WorkerResult
 from lib.oci.client import RegistryClient, RetryPolicy
 from lib.oci.descriptor import sha256_digest
 from lib.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError, TLSError, Unreachable
@@ -213,7 +213,7 @@ def _push(client: RegistryClient, repo: str, chunks: Iterable[bytes], desc: dict
 _OUTPUT_ENDPOINT = {"embedding": "Embeddings", "image": "ImageGeneration"}
 
 
-def _extra_resolved(resolved: dict, cfg_bytes: bytes) -> None:
+def _extra_resolved(resolved: ResolvedInfo, cfg_bytes: bytes) -> None:
     """paramSize → parameterCount and capabilities → endpoint types/features, when the config says."""
     try:
         cfg = (json.loads(cfg_bytes) or {}).get("config") or {}

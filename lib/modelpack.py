@@ -346,8 +346,9 @@ def resolved_from_config(config: bytes | Mapping[str, Any]) -> ResolvedInfo:
         return ResolvedInfo()
     if not isinstance(obj, Mapping):
         return ResolvedInfo()
-    cfg = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
-    desc = obj.get("descriptor") if isinstance(obj.get("descriptor"), Mapping) else {}
+    raw_cfg, raw_desc = obj.get("config"), obj.get("descriptor")
+    cfg: Mapping[str, Any] = raw_cfg if isinstance(raw_cfg, Mapping) else {}
+    desc: Mapping[str, Any] = raw_desc if isinstance(raw_desc, Mapping) else {}
     out = ResolvedInfo()
     fmt = str(cfg.get("format", "")).lower()
     names = {"gguf": "GGUF", "safetensors": "Safetensors", "diffusers": "Diffusers"}

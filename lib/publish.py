@@ -171,12 +171,14 @@ def publish(
     except FormatError as e:
         raise PublishError(Reason.PUBLICATION_FAILED, str(e)) from e
 
-    layers = []
+    layers: list[modelpack.Descriptor] = []
     for path in sorted({*layout.weights, *layout.configs, *layout.docs}):
         pf = pushed[root + path]
+        role = layout.role(path)
+        assert role is not None  # every path here is a weight, config or doc
         layers.append(
             {
-                "mediaType": modelpack.layer_media_type(path, layout.role(path)),
+                "mediaType": modelpack.layer_media_type(path, role),
                 "digest": pf.descriptor.digest,
                 "size": pf.descriptor.size,
                 "annotations": {modelpack.ANNOTATION_FILEPATH: path},

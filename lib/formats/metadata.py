@@ -169,7 +169,8 @@ def _hint_endpoints(hints: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[st
     tag = hints.get("pipeline_tag")
     if isinstance(tag, str) and tag in PIPELINE_TAGS:
         return PIPELINE_TAGS[tag]
-    tags = hints.get("tags") if isinstance(hints.get("tags"), list) else []
+    raw_tags = hints.get("tags")
+    tags = raw_tags if isinstance(raw_tags, list) else []
     if hints.get("library_name") == "sentence-transformers" or "sentence-transformers" in tags:
         return (EMBEDDINGS,), ()
     return None
@@ -180,7 +181,7 @@ def _hint_endpoints(hints: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[st
 
 def _gguf(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[str, Any], acc: _Acc) -> None:
     mains = [
-        facts[p].gguf for p in layout.weights if p not in layout.projectors and p in facts and facts[p].gguf
+        g for g in (facts[p].gguf for p in layout.weights if p not in layout.projectors and p in facts) if g
     ]
     if mains:
         first = next((g for g in mains if not g.get("split_no")), mains[0])
@@ -250,7 +251,8 @@ def _safetensors_params(layout: Layout, facts: Mapping[str, FileFacts]) -> tuple
     """Total parameters and elements per dtype; variant twins (``x.fp16.safetensors``) counted once."""
     weights = [p for p in layout.weights if p.lower().endswith(".safetensors")]
     stems = {p[: -len(".safetensors")] for p in weights}
-    total, dtypes, complete = 0, {}, True
+    dtypes: dict[str, int] = {}
+    total, complete = 0, True
     for p in weights:
         stem, _, variant = p[: -len(".safetensors")].rpartition(".")
         if variant and stem in stems:
@@ -300,7 +302,9 @@ def _quantization(config: Mapping[str, Any]) -> str:
 
 
 def _context(config: Mapping[str, Any]) -> int | None:
-    for source in (config, config.get("text_config") if isinstance(config.get("text_config"), dict) else {}):
+    text_config = config.get("text_config")
+    sources: tuple[Mapping[str, Any], ...] = (config, text_config if isinstance(text_config, dict) else {})
+    for source in sources:
         for key in CONTEXT_KEYS:
             v = source.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 31:

@@ -133,6 +133,8 @@ def snapshot(path: str, *, cache: Path | None | bool = True) -> SourceSnapshot:
     where = cache_dir() if cache is True else (cache or None)
     files = []
     for rel, p in list_files(Path(path)):
+        sha: str | None
+        remember: Callable[[str], None] | None
         if where is None:
             sha, remember = sha256_file(p), None
         else:
