@@ -133,8 +133,9 @@ class Kubelet:
         argv = command + args
         if argv[:1] == ["python"] or argv[:1] == ["python3"]:
             argv[0] = sys.executable
-        out = []
-        it = iter(range(len(argv)))
+        # argv[0] is this machine's interpreter, never a path inside the pod's volumes.
+        out = argv[:1]
+        it = iter(range(1, len(argv)))
         for i in it:
             a = argv[i]
             if a == "--listen" and i + 1 < len(argv):
