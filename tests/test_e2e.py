@@ -247,3 +247,36 @@ def test_catalog_model_imports_the_frozen_digest(module, registry, tmp_path):
     assert st["source"]["catalog"]["catalogRevision"] == src["status"]["catalogRevision"]
     # The local copy is the same artifact, byte for byte.
     assert st["artifact"]["digest"] == remote
+
+
+def test_an_expired_upload_session_is_replaced_by_a_fresh_one(tmp_path, hub):
+    """The upload server exits at expiresAt; the Model offers a new session with a new token."""
+    import time
+
+    with LocalModule(tmp_path / "m", hook_env={"AI_MODELS_UPLOAD_TTL_SECONDS": "4"}) as m:
+        m.apply(model("late", {"upload": {}}))
+        first = wait_phase(m, "late", ("WaitForUpload",), timeout=30)
+        s0 = first["status"]["upload"]
+        token0 = base64.b64decode(m.cluster.get("Secret", s0["secretName"], NS)["data"]["token"]).decode()
+        assert m.run_until(
+            lambda: (m.model("late", NS)["status"].get("upload") or {}).get("session", 0) >= 1, timeout=60
+        ), m.model("late", NS)["status"]
+        obj = m.model("late", NS)
+        s1 = obj["status"]["upload"]
+        assert obj["status"]["phase"] == "WaitForUpload"
+        assert s1["secretName"] != s0["secretName"] and s1["expiresAt"] > s0["expiresAt"]
+        token1 = base64.b64decode(m.cluster.get("Secret", s1["secretName"], NS)["data"]["token"]).decode()
+        assert token1 != token0
+        # The new session takes an upload with the new token.
+        secret = m.cluster.get("Secret", s1["secretName"], NS)
+        url = m.kubelet.service_url(base64.b64decode(secret["data"]["url"]).decode())
+        gguf = models.make_gguf(tmp_path / "late.gguf")
+        for _ in range(50):
+            p = subprocess.run(["curl", "-fS", "-s", "-H", f"Authorization: Bearer {token1}", "-T", str(gguf), url],
+                               capture_output=True, text=True)
+            if p.returncode != 7:
+                break
+            time.sleep(0.2)
+            url = m.kubelet.service_url(base64.b64decode(secret["data"]["url"]).decode())
+        assert p.returncode == 0, p.stderr
+        assert wait_phase(m, "late", ("Ready", "Failed"))["status"]["phase"] == "Ready"
