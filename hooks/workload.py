@@ -175,10 +175,18 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
 
 
 def finalize(req: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Remove what sync wrote; the webhook strips the injection once the annotations are gone."""
-    _target(req)
-    return {
-        "annotations": {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: None},
-        "attachments": [],
-        "finalized": True,
-    }
+    """Remove what sync wrote; the webhook strips the injection once the annotations are gone.
+
+    Two DecoratorControllers partition the workloads (metacontroller/workloads.yaml):
+    one finalizes a workload that moved to the other's partition (a ``model``
+    annotation added to a ClusterModel-only workload). While the workload still
+    names models and is not being deleted, the resolution stays, so its pods are
+    not gated and rolled for nothing; the other controller rewrites it.
+    """
+    obj = _target(req)
+    md = obj.get("metadata") or {}
+    handed_over = not md.get("deletionTimestamp") and delivery.has_model_annotations(md.get("annotations"))
+    out: dict[str, Any] = {"attachments": [], "finalized": True}
+    if not handed_over:
+        out["annotations"] = {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: None}
+    return out

@@ -280,3 +280,34 @@ def test_an_expired_upload_session_is_replaced_by_a_fresh_one(tmp_path, hub):
             url = m.kubelet.service_url(base64.b64decode(secret["data"]["url"]).decode())
         assert p.returncode == 0, p.stderr
         assert wait_phase(m, "late", ("Ready", "Failed"))["status"]["phase"] == "Ready"
+
+
+def test_a_workload_moving_between_decorators_is_never_gated(module):
+    """ClusterModel-only, then a Model added: the two DecoratorControllers hand over without gating pods."""
+    m = module
+    assert m.phase("ClusterModel", "qwen-gguf") == "Ready" and m.phase("Model", "private-llm", NS) == "Ready"
+    dep = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "handover", "namespace": NS, "annotations": {"ai.deckhouse.io/clustermodel": "qwen-gguf"}},
+        "spec": {"selector": {"matchLabels": {"app": "handover"}},
+                 "template": {"metadata": {"labels": {"app": "handover"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}},
+    }
+    m.apply(dep)
+    assert m.run_until(lambda: not m.run_workload_pod("Deployment", "handover", NS)["gated"], timeout=30)
+    current = m.cluster.get("Deployment", "handover", NS)
+    current["metadata"]["annotations"]["ai.deckhouse.io/model"] = "private-llm"
+    current.pop("status", None)
+    m.apply(current)
+    gated_seen = []
+
+    def both_resolved() -> bool:
+        pod = m.run_workload_pod("Deployment", "handover", NS)
+        gated_seen.append(pod["gated"])
+        if pod["gated"]:
+            return False
+        names = [d["name"] for d in json.loads(pod["app"][1].get("AI_MODELS_MODELS", "[]"))]
+        return sorted(names) == ["private-llm", "qwen-gguf"]
+
+    assert m.run_until(both_resolved, timeout=60)
+    assert not any(gated_seen), "the handover gated the pods"

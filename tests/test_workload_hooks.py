@@ -286,9 +286,23 @@ def test_sync_of_cluster_scoped_object_is_400(client):
 def test_finalize_removes_what_sync_wrote(client):
     obj = workload(model_names="bge-m3")
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = "[]"
+    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     resp = call(client, "finalize", obj, related(model("bge-m3")), finalizing=True)
     assert resp == {"annotations": {ANNOTATION_RESOLUTION: None, ANNOTATION_BLOCKED: None},
                     "attachments": [], "finalized": True}
+    # The annotations are gone (the workload stopped naming models): clean up too.
+    gone = workload(model_names="bge-m3")
+    gone["metadata"]["annotations"] = {ANNOTATION_RESOLUTION: "[]"}
+    resp = call(client, "finalize", gone, related(), finalizing=True)
+    assert resp["annotations"] == {ANNOTATION_RESOLUTION: None, ANNOTATION_BLOCKED: None}
+
+
+def test_finalize_on_a_handover_keeps_the_resolution(client):
+    """A workload moved to the other decorator's partition still names models: no gate, no rollout."""
+    obj = workload(model_names="bge-m3")
+    obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = "[]"
+    resp = call(client, "finalize", obj, related(model("bge-m3")), finalizing=True)
+    assert resp == {"attachments": [], "finalized": True}
 
 
 # ------------------------------------------------- v2 request shape (handler)
@@ -297,8 +311,7 @@ def test_finalize_removes_what_sync_wrote(client):
 def test_v2_request_shape_parent_and_children():
     """Metacontroller's v2 decorator hooks send ``parent``/``children`` (uniform ``ns/name`` keys).
 
-    Called on the handler: the app's request schema (hooks/schemas.py) still
-    requires the v1 ``object`` key.
+    Called on the handler; the app's request schema accepts both shapes.
     """
     from hooks import workload as hook
 

@@ -310,20 +310,22 @@ class Metacontroller:
         strategies = {RESOURCES[c["resource"]]: (c.get("updateStrategy") or {}).get("method", "OnDelete")
                       for c in spec.get("attachments", [])}
         targets = self._decorator_targets(spec)
-        # A target whose annotations were removed but still holds our finalizer is finalized.
+        # A target that stopped matching but still holds our finalizer is finalized
+        # as it is (Metacontroller sends no deletionTimestamp for that case).
+        stopped: set[str] = set()
         for kind in WORKLOAD_KINDS:
             for o in self.cluster.list(kind):
                 if finalizer in (o["metadata"].get("finalizers") or []) and all(
                     o["metadata"]["uid"] != t["metadata"]["uid"] for t in targets
                 ):
-                    o["metadata"]["deletionTimestamp"] = o["metadata"].get("deletionTimestamp") or "stopped-matching"
+                    stopped.add(o["metadata"]["uid"])
                     targets.append(o)
         for obj in targets:
             md = obj["metadata"]
             kind = obj["kind"]
             if not self._due(kind, md["uid"]):
                 continue
-            deleting = bool(md.get("deletionTimestamp"))
+            deleting = bool(md.get("deletionTimestamp")) or md["uid"] in stopped
             if "finalize" in hooks and not deleting and finalizer not in (md.get("finalizers") or []):
                 self.cluster.patch_metadata(kind, md["name"], md.get("namespace", ""),
                                             finalizers=[*(md.get("finalizers") or []), finalizer])
