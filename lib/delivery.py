@@ -614,28 +614,5 @@ def _escape(key: str) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
-def apply_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """Apply the add/replace/remove operations ``json_patch`` emits (for tests and the harness)."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        if not parts:
-            doc = copy.deepcopy(op["value"])
-            continue
-        parent = doc
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-        last: Any = int(parts[-1]) if isinstance(parent, list) else parts[-1]
-        if op["op"] == "remove":
-            del parent[last]
-        elif op["op"] in ("add", "replace"):
-            if op["op"] == "replace" and not isinstance(parent, list) and last not in parent:
-                raise KeyError(f"replace of missing {op['path']}")
-            parent[last] = copy.deepcopy(op["value"])
-        else:
-            raise ValueError(f"unsupported op {op['op']}")
-    return doc
-
-
 def _compact(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from hooks import catalogsource, webhook
@@ -276,7 +277,7 @@ def mutated_workloads() -> list[tuple[str, Obj]]:
     for s in SCENARIOS:
         if s.path == "/webhooks/workload/mutate" and s.answer["response"].get("patch"):
             ops = json.loads(base64.b64decode(s.answer["response"]["patch"]))
-            out.append((s.name, delivery.apply_patch(s.request["request"]["object"], ops)))
+            out.append((s.name, jsonpatch.apply_patch(s.request["request"]["object"], ops)))
     return out
 
 

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import jsonpatch
 import pytest
 import requests
 
-from lib import delivery
 from tests.support.registry import free_port
 from tests.support.tls import make_ca_and_cert
 from tests.test_webhook_mutate import review
@@ -82,7 +82,7 @@ def test_decorator_then_webhook_over_https(hook_service):
     rv = review(obj, old=obj)
     out = post(hook_service, "/webhooks/workload/mutate", rv)["response"]
     assert out["uid"] == rv["request"]["uid"] and out["allowed"] and out["patchType"] == "JSONPatch"
-    mutated = delivery.apply_patch(obj, json.loads(base64.b64decode(out["patch"])))
+    mutated = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(out["patch"])))
     [init] = mutated["spec"]["template"]["spec"]["initContainers"]
     assert init["image"] == "registry.example.com/ai-models/worker:test"  # config from the environment
     assert m["status"]["artifact"]["uri"] in init["args"]

@@ -12,6 +12,7 @@ import copy
 import json
 from typing import Any
 
+import jsonpatch
 import kubernetes_validate
 import pytest
 
@@ -72,7 +73,7 @@ def admit(client, obj: dict[str, Any], *, operation: str = "UPDATE",
         assert ops, "an empty patch must be left out"
     else:
         assert "patchType" not in resp
-    mutated = delivery.apply_patch(obj, ops)
+    mutated = jsonpatch.apply_patch(obj, ops)
     validate(mutated)
     return mutated, ops, resp
 
@@ -298,7 +299,7 @@ def test_insecure_registry_flag_follows_config():
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
     for insecure in (False, True):
         m = delivery.mutate_object(obj, Config(registry_insecure=insecure))
-        new = delivery.apply_patch(obj, m.patch)
+        new = jsonpatch.apply_patch(obj, m.patch)
         assert ("--insecure-registry" in pod_spec(new)["initContainers"][0]["args"]) is insecure
 
 
@@ -316,7 +317,7 @@ def test_registry_ca_reaches_the_init_container(ca, insecure, flags, items):
     resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
     m = delivery.mutate_object(obj, Config(registry_ca_pem=ca, registry_insecure=insecure))
-    spec = pod_spec(delivery.apply_patch(obj, m.patch))
+    spec = pod_spec(jsonpatch.apply_patch(obj, m.patch))
     assert spec["initContainers"][0]["args"][6:] == flags
     pull = next(v for v in spec["volumes"] if v["name"] == "ai-models-pull")
     assert [i["key"] for i in pull["secret"]["items"]] == items
@@ -383,7 +384,7 @@ def test_malformed_objects_are_left_to_api_validation(client, breakage):
 def test_json_patch_escapes_annotation_keys():
     ops = delivery.json_patch({"a": {}}, {"a": {"x/y~z": "1"}}, "/root")
     assert ops == [{"op": "add", "path": "/root/a/x~1y~0z", "value": "1"}]
-    assert delivery.apply_patch({"root": {"a": {}}}, ops) == {"root": {"a": {"x/y~z": "1"}}}
+    assert jsonpatch.apply_patch({"root": {"a": {}}}, ops) == {"root": {"a": {"x/y~z": "1"}}}
 
 
 @pytest.mark.parametrize(("n", "q"), [(1, "1Mi"), (1 << 20, "1Mi"), ((1 << 20) + 1, "2Mi"),

@@ -21,8 +21,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import jsonpatch
 import requests
 import yaml
 
@@ -48,43 +48,6 @@ def group_key(obj: Obj) -> str:
 def obj_key(obj: Obj) -> str:
     md = obj["metadata"]
     return md["name"] if obj["kind"] in CLUSTER_SCOPED else f"{md.get('namespace', 'default')}/{md['name']}"
-
-
-def api_version_for(kind: str, api_version: str) -> str:
-    return api_version
-
-
-def apply_json_patch(doc: Obj, patch: list[dict[str, Any]]) -> Obj:
-    """Apply an RFC 6902 JSON Patch (add/remove/replace) to a copy of ``doc``."""
-    doc = copy.deepcopy(doc)
-
-    def parts(path: str) -> list[str]:
-        return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-
-    for op in patch:
-        ps = parts(op["path"])
-        parent: Any = doc
-        for p in ps[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-        last = ps[-1]
-        if op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                if last == "-":
-                    parent.append(op["value"])
-                elif op["op"] == "add":
-                    parent.insert(int(last), op["value"])
-                else:
-                    parent[int(last)] = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            if isinstance(parent, list):
-                parent.pop(int(last))
-            else:
-                parent.pop(last)
-        else:
-            raise ValueError(f"unsupported patch op {op['op']}")
-    return doc
 
 
 @dataclass
@@ -151,7 +114,8 @@ class Metacontroller:
         if not resp.get("allowed", False):
             raise HookError("/webhooks/workload/mutate", 403, json.dumps(resp.get("status")))
         if resp.get("patch"):
-            obj = apply_json_patch(obj, json.loads(base64.b64decode(resp["patch"])))
+            # RFC 6902, as the API server applies it (the jsonpatch library, not our own code).
+            obj = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(resp["patch"])))
         return obj
 
     def apply_user(self, obj: Obj) -> Obj:
