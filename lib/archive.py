@@ -453,13 +453,7 @@ def walk_tar(stream: Reader, kind: ArchiveKind, limits: Limits = Limits()) -> It
                 continue
             extracted = tf.extractfile(ti)
             assert extracted is not None  # regular file
-            f = _Guarded(extracted, path)
-            head = _read_head(f, min(MAGIC_LEN, ti.size))
-            if _nested_archive(path, head):
-                raise ArchiveError(
-                    400, f"member {path!r} is an archive itself: nested archives are not accepted"
-                )
-            member = Member(path, ti.size, f, head)
+            member = _member(path, ti.size, _Guarded(extracted, path))
             try:
                 yield member
             finally:
@@ -555,17 +549,19 @@ def walk_zip(path: str, limits: Limits = Limits()) -> Iterator[Member]:
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError) as e:
                 raise ArchiveError(400, f"member {member_name!r}: {e}") from e
             with f:
-                reader = _Guarded(f, member_name)
-                head = _read_head(reader, min(MAGIC_LEN, zi.file_size))
-                if _nested_archive(member_name, head):
-                    raise ArchiveError(
-                        400, f"member {member_name!r} is an archive itself: nested archives are not accepted"
-                    )
-                member = Member(member_name, zi.file_size, reader, head)
+                member = _member(member_name, zi.file_size, _Guarded(f, member_name))
                 try:
                     yield member
                 finally:
                     member.current = False
+
+
+def _member(path: str, size: int, reader: _Guarded) -> Member:
+    """A member ready to stream, after its first bytes proved it is not an archive itself."""
+    head = _read_head(reader, min(MAGIC_LEN, size))
+    if _nested_archive(path, head):
+        raise ArchiveError(400, f"member {path!r} is an archive itself: nested archives are not accepted")
+    return Member(path, size, reader, head)
 
 
 class _Guarded:

@@ -27,7 +27,7 @@ from lib.formats.inspect import FileFacts, inspector_for
 from lib.formats.layout import Layout, detect_layout
 from lib.formats.metadata import resolve
 from lib.oci.client import Descriptor, RegistryClient
-from lib.oci.errors import DigestMismatch, RegistryError
+from lib.oci.errors import DigestMismatch
 from lib.oci.reference import Reference
 from lib.progress import Progress
 from lib.sources.base import SourceFile, SourceSnapshot
@@ -162,9 +162,10 @@ def publish(
                 progress.add_total(sum(f.size or 0 for f in files))
         pushed: dict[str, PushedFile] = {}
         for f in files:
-            if check_path(f.path) in pushed:
+            path = check_path(f.path)
+            if path in pushed:
                 raise PublishError(Reason.PUBLICATION_FAILED, f"{f.path}: the model has this file twice")
-            pushed[check_path(f.path)] = push_file(client, repo, f, progress)
+            pushed[path] = push_file(client, repo, f, progress)
         layout, root = _layout(sorted(pushed))
         facts = {p[len(root) :]: pf.facts for p, pf in pushed.items()}
         resolution = resolve(layout, facts, snapshot.hints)
@@ -218,4 +219,4 @@ def publish(
     }
 
 
-__all__ = ["PublishError", "RegistryError", "publish", "push_file"]
+__all__ = ["PublishError", "publish", "push_file"]

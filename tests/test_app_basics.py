@@ -16,10 +16,21 @@ def test_healthz(client):
     assert r.status_code == 200 and r.get_json() == {"status": "ok"}
 
 
-def test_metrics_exposes_hook_counters(client):
+def _sample(body: str, name: str, **labels: str) -> float:
+    for line in body.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_hook_requests_by_code(client):
+    before = _sample(client.get("/metrics").get_data(as_text=True),
+                     "ai_models_hook_requests_total", hook="/hooks/model/sync", code="400")
     client.post("/hooks/model/sync", data="{}")
     body = client.get("/metrics").get_data(as_text=True)
-    assert "ai_models_hook_requests_total" in body
+    after = _sample(body, "ai_models_hook_requests_total", hook="/hooks/model/sync", code="400")
+    assert after == before + 1
+    assert _sample(body, "ai_models_hook_latency_seconds_count", hook="/hooks/model/sync") >= 1
 
 
 @pytest.mark.parametrize("path", sorted(HOOKS))

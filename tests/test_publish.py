@@ -174,7 +174,7 @@ def test_htpasswd_tls_registry_via_docker_config(tls_registry, tmp_path):
     assert code != 0 and result["error"]["reason"] in ("RegistryUnavailable", "PublicationFailed")
 
 
-def test_unreadable_destination_and_missing_source(registry, tmp_path):
+def test_a_missing_source_path_is_unsupported(registry, tmp_path):
     code, result, _ = run_publish(tmp_path / "nope", f"{registry.host}/t/none", tmp_path, "--insecure-registry")
     assert code == 2 and result["error"]["reason"] == "UnsupportedSource"
 
