@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps registry-bin clean
+.PHONY: run test lint bench deps registry-bin clean kube-build kube-up kube-down
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,8 +26,19 @@ lint: deps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-test: deps registry-bin lint
+test: deps registry-bin kube-build lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# A real control plane (etcd, kube-apiserver, kube-controller-manager, kubectl)
+# built from pinned Go modules into .cache/kube/bin (docs/testing.md).
+kube-build:
+	devstack/kube/build.sh
+
+kube-up: deps kube-build
+	devstack/kube/up.sh
+
+kube-down:
+	devstack/kube/down.sh
 
 run: deps registry-bin
 	$(PY) -m tests.support.local_run $(if $(MODELS),--models $(MODELS),)

