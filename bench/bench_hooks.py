@@ -1,7 +1,7 @@
 """Benchmark the Model sync hook under gunicorn against a trivial Flask JSON echo.
 
 Both apps run in the same process layout (gunicorn, ``hooks/gunicorn_conf.py``,
-2 sync workers, keep-alive) in the same run, alternating rounds so that machine
+2 gevent workers, keep-alive) in the same run, alternating rounds so that machine
 noise hits both alike; 8 client threads each hold one keep-alive
 ``http.client`` connection and POST the same request body in a loop.
 
@@ -61,7 +61,7 @@ def healthz():
 
 
 def build_requests() -> dict[str, bytes]:
-    cfg = Config.from_env({})
+    cfg = Config(signing_key=BENCH_KEY)
     parent = hr.model()
     first = hooks_model.model_sync(hr.sync_request(parent), cfg)
     desired = first["children"]
@@ -77,6 +77,14 @@ def build_requests() -> dict[str, bytes]:
     run = hr.observe(job, status=hr.job_status(active=1), annotations={"ai.deckhouse.io/progress": "42%"})
     publishing = hr.sync_request(hr.next_parent(parent, first), [run, *others], [hr.pod_of(run)])
     return {"ready": json.dumps(ready).encode(), "publishing": json.dumps(publishing).encode()}
+
+
+# The hook service refuses to start without a real signing key (docs/security.md).
+BENCH_KEY = os.urandom(32)
+_KEY_FILE = tempfile.NamedTemporaryFile(prefix="bench-signing-", delete=False)
+_KEY_FILE.write(BENCH_KEY.hex().encode())
+_KEY_FILE.close()
+os.environ["AI_MODELS_SIGNING_KEY_FILE"] = _KEY_FILE.name  # every server process reads it
 
 
 def free_port() -> int:

@@ -17,12 +17,13 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from werkzeug.exceptions import ClientDisconnected
 
 from hooks import catalogsource, model, schemas, token, webhook, workload
 from hooks.errors import HookInputError
-from lib.config import Config
+from lib.config import Config, ConfigError
 
 log = logging.getLogger("ai-models.hooks")
 
@@ -55,6 +56,18 @@ HOOKS: dict[str, tuple[dict[str, Any], Handler]] = {
 # Route groups, one per audience; a listener serves the groups in AI_MODELS_ROUTES
 # (default: all), so a NetworkPolicy per port can tell the audiences apart.
 ROUTE_GROUPS = ("metacontroller", "webhook", "token")
+
+
+# Request body limits by path prefix (docs/security.md, "Listeners"): over the limit is a
+# 413 before the body is read. A Metacontroller sync request carries the parent and every
+# child and related object (a few hundred children: several MB); an AdmissionReview carries
+# object and oldObject, each under the API server's 3 MiB request limit; nothing else takes a body.
+BODY_LIMITS = (("/hooks/", 16 << 20), ("/webhooks/", 8 << 20))
+OTHER_BODY_LIMIT = 64 << 10
+
+
+def body_limit(path: str) -> int:
+    return next((limit for prefix, limit in BODY_LIMITS if path.startswith(prefix)), OTHER_BODY_LIMIT)
 
 
 def route_group(path: str) -> str:
@@ -107,9 +120,27 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"invalid request at {where}: {err.message}"
 
 
+# Route groups that derive or verify credentials: they refuse to start without a signing key.
+SIGNING_GROUPS = frozenset({"metacontroller", "token"})
+
+
 def create_app(config: Config | None = None, routes: Iterable[str] | None = None) -> Flask:
+    """The app for ``routes`` (default ``AI_MODELS_ROUTES``, else all).
+
+    Raises ``ConfigError`` (the service does not start) when a route group
+    that signs or verifies has no usable signing key.
+    """
     cfg = config or Config.from_env()
     enabled = _enabled_groups(routes)
+    if enabled & SIGNING_GROUPS:
+        try:
+            keys = cfg.signing_keys
+        except ConfigError as e:
+            needing = ", ".join(sorted(enabled & SIGNING_GROUPS))
+            raise ConfigError(f"routes {needing} need a signing key: {e}") from None
+        log.info("signing keys: %s", keys.describe())
+        if keys.allow_development:
+            log.warning("AI_MODELS_DEV_INSECURE_SIGNING_KEY is set: the public development key is accepted")
     app = Flask("ai-models-hooks")
     app.config["AI_MODELS"] = cfg
 
@@ -174,7 +205,34 @@ def create_app(config: Config | None = None, routes: Iterable[str] | None = None
     def bad_method(_: Exception) -> Response:
         return _json({"error": f"method {request.method} not allowed on {request.path}"}, 405)
 
+    @app.before_request
+    def read_body() -> Response | None:
+        """Read the body before any view, so an oversized (413) or cut-off (408) one never ends in a 500."""
+        limit = request.max_content_length = body_limit(request.path)
+        try:
+            data = request.get_data(cache=True)
+        except (ClientDisconnected, OSError):  # stalled past the socket timeout, or gone
+            return _json({"error": "request body not received in time"}, 408)
+        if request.content_length is None and len(data) >= limit:  # chunked: werkzeug stops at the limit
+            abort(413)
+        return None
+
+    @app.errorhandler(413)
+    def too_large(_: Exception) -> Response:
+        return _json({"error": f"request body over {body_limit(request.path)} bytes"}, 413)
+
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> Flask:
+    """``hooks.app:app`` (gunicorn): built from the environment on first access.
+
+    Lazy so that importing this module (tests, tools) needs no configuration;
+    gunicorn resolves ``app`` while booting its workers, so a bad signing key
+    still stops the service at startup, never on a request.
+    """
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = create_app()
+    globals()["app"] = built
+    return built

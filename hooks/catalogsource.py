@@ -16,10 +16,11 @@ Pure Metacontroller v2 hooks (docs/catalog.md has the design):
   lost status write is recovered from it on the next call.
 - **Credentials**: a pod mounts only Secrets of its own namespace, so the
   hook copies the ``authSecretRef`` Secret (dockerconfigjson) next to the
-  probe, and into each namespace that has a not-yet-Ready catalog Model
-  selecting this source (the Model's import Job runs there). The copies are
-  children: they go away when no Model needs them. Catalog credentials must
-  therefore be read-only (pull) credentials.
+  probe, in the module namespace, and nowhere else: no tenant can read it.
+- **Imports**: the catalog imports of Models and ClusterModels that select
+  this source run here too, in the module namespace (``hooks.catalog_imports``):
+  the Model hooks freeze the selection and decide retries in their status,
+  this controller runs the Job, the Model hooks read its outcome.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from hooks import catalog_imports as imports
+from hooks.catalog_imports import LABEL_SOURCE_UID, auth_secret_name, ca_secret_name
 from hooks.errors import HookInputError
 from hooks.model_children import (
     LABEL_WORKER_JOB,
@@ -55,7 +58,6 @@ Obj = dict[str, Any]
 
 MODEL = f"Model.{API_VERSION}"
 CLUSTER_MODEL = f"ClusterModel.{API_VERSION}"
-LABEL_SOURCE_UID = "ai.deckhouse.io/catalog-source-uid"
 LABEL_SOURCE = "ai.deckhouse.io/catalog-source"
 LABEL_PROBE = "ai.deckhouse.io/probe-attempt"
 LABEL_PROBE_DELAY = "ai.deckhouse.io/probe-delay"
@@ -71,15 +73,6 @@ PASS_THROUGH = frozenset({Reason.CATALOG_AUTH_FAILED, Reason.CATALOG_TLS_INVALID
 
 
 # -- names shared with the Model hooks (hooks/model_catalog.py) --------------------
-
-
-def auth_secret_name(source: str) -> str:
-    """The copy of a source's dockerconfigjson, in the module namespace and in Models' namespaces."""
-    return dns_label("ai-catalog-auth", source)
-
-
-def ca_secret_name(source: str) -> str:
-    return dns_label("ai-catalog-ca", source)
 
 
 def probe_job_name(source: str, attempt: int) -> str:
@@ -612,17 +605,20 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
             Phase.PENDING, Reason.PENDING, f"waiting for the first probe of {src.catalog_ref}"
         )
 
-    # Copies of the credentials for the import Jobs of catalog Models that may use this source.
-    if auth_b64:
-        spread = sorted(
-            {
-                str((m.get("metadata") or {}).get("namespace"))
-                for m in objects(related, MODEL)
-                if (m.get("metadata") or {}).get("namespace") and _selects(m, src, obs.phase == Phase.READY)
-            }
-            - {ns}
-        )
-        desired += [auth_copy(src, other, auth_b64) for other in spread]
+    # The imports that Models and ClusterModels ask this source for, run here (module namespace).
+    for obj in objects(related, MODEL) + objects(related, CLUSTER_MODEL):
+        want = imports.requested(obj, src.name, config)
+        if want is not None:
+            desired += imports.children(
+                want,
+                config,
+                source_name=src.name,
+                source_uid=src.uid,
+                registry=src.registry,
+                insecure=src.insecure,
+                auth=bool(auth_b64),
+                ca=bool(ca_pem),
+            )
 
     return {
         "status": _status(src, obs, attempt, now, last_good),

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from hooks import catalog_imports as imports
 from hooks import model_catalog
 from hooks import model_children as ch
 from hooks.errors import HookInputError
+from hooks.model_children import BACKOFF_MAX_SECONDS, backoff_seconds
 from hooks.model_parent import ModelRef, parse_parent
 from hooks.model_status import (
     ARTIFACT_FIELDS,
@@ -50,8 +52,8 @@ from hooks.model_status import (
     pick,
     request_time,
 )
+from lib import credentials
 from lib.api import conditions as cond
-from lib.api.naming import derive_secret
 from lib.api.types import (
     API_VERSION,
     LABEL_MODEL_UID,
@@ -67,8 +69,6 @@ from lib.sources.urls import parse_source_url
 Obj = dict[str, Any]
 
 MAX_ATTEMPTS = 5
-BACKOFF_BASE_SECONDS = 30
-BACKOFF_MAX_SECONDS = 600
 RESYNC_ACTIVE = 60  # while a Job runs (its changes trigger syncs anyway)
 RESYNC_PREFLIGHT = 300  # waiting for a Secret / catalog (related changes trigger syncs)
 RESYNC_IDLE = 0  # Ready or terminally Failed: nothing to poll
@@ -91,16 +91,9 @@ RESOLVED_TYPE = {"huggingface": "HuggingFace", "ollama": "Ollama"}
 UPLOAD_SECRET_PURPOSE = "upload"
 
 
-def backoff_seconds(attempt: int) -> int:
-    """Delay before ``attempt`` (2, 3, ...): 30 s doubling, capped at 10 min."""
-    if attempt <= 1:
-        return 0
-    return min(BACKOFF_BASE_SECONDS * 2 ** (attempt - 2), BACKOFF_MAX_SECONDS)
-
-
-def upload_token(config: Config, uid: str, session: int) -> str:
-    """The bearer token of one upload session: stable across calls and replicas, new per session."""
-    return derive_secret(config.signing_key, UPLOAD_SECRET_PURPOSE, f"{uid}:{session}")
+def upload_token(config: Config, uid: str, session: int, observed: str | None = None) -> str:
+    """The bearer token of one upload session: stable across calls, replicas and key rotations."""
+    return credentials.upload_token(config.signing_keys, uid, session, observed)
 
 
 # -- the answer being built ----------------------------------------------------
@@ -209,7 +202,6 @@ class Preflight:
     source_url: str = ""
     resolved_type: str = ""
     auth: ch.SourceAuth = ch.SourceAuth()
-    ca_pem: str = ""
     catalog: Obj | None = None
     error: tuple[str, str, str] | None = None  # (phase, reason, message)
 
@@ -283,28 +275,11 @@ def preflight(m: ModelRef, parent: Obj, related: Obj, config: Config) -> Preflig
         plan = model_catalog.plan(parent, related, config)
         if plan.error is not None:
             raise _Refuse(plan.error.phase, plan.error.reason, plan.error.message)
-        auth = ch.SourceAuth()
-        if plan.auth_secret_name:
-            if plan.auth_secret_namespace not in ("", m.child_namespace):
-                raise _Refuse(
-                    Phase.FAILED,
-                    Reason.CATALOG_AUTH_FAILED,
-                    f"catalog credentials {plan.auth_secret_namespace}/{plan.auth_secret_name} "
-                    f"are not in the namespace {m.child_namespace} where the import runs",
-                )
-            auth = ch.SourceAuth(
-                secret=plan.auth_secret_name, key=".dockerconfigjson", path=".dockerconfigjson"
-            )
-        if plan.ca_bundle:
-            auth = ch.SourceAuth(auth.secret, auth.key, auth.path, ca_configmap=m.source_ca_configmap)
-        if plan.insecure:
-            auth = ch.SourceAuth(auth.secret, auth.key, auth.path, auth.ca_configmap, insecure=True)
+        # The import itself runs under the ModelCatalogSource (hooks/catalog_imports.py).
         return Preflight(
             kind,
             source_url=plan.source_url,
             resolved_type="Catalog",
-            auth=auth,
-            ca_pem=plan.ca_bundle,
             catalog=plan.frozen.as_status() if plan.frozen else None,
         )
     except _Refuse as r:
@@ -336,9 +311,16 @@ def _is_terminal(m: ModelRef) -> bool:
     return not (artifact and artifact.get("reason") == Reason.PENDING)
 
 
+# Counters adopted from observed Jobs' labels (tenant-writable in a Model's namespace) above
+# this are ignored: no real sequence of attempts or upload sessions gets there.
+MAX_ADOPTED_COUNTER = 1000
+
+
 def _label_int(obj: Obj, label: str) -> int:
     v = ((obj.get("metadata") or {}).get("labels") or {}).get(label, "")
-    return int(v) if isinstance(v, str) and v.isdigit() else 0
+    if not (isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 4):
+        return 0
+    return int(v) if int(v) <= MAX_ADOPTED_COUNTER else 0
 
 
 def _adopt(
@@ -401,6 +383,28 @@ def _retry_or_fail(
     )
 
 
+def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
+    """A catalog import: the ModelCatalogSource runs the Job (module namespace); this reads it."""
+    related = req.get("related") or {}
+    (attempt,) = _adopt(
+        m, related, imports.WORKER, (_int(m.status.get("attempt"), 1, 1),), (ch.LABEL_ATTEMPT,)
+    )
+    base = {"resolved_type": pf.resolved_type, "catalog": pf.catalog}
+    job_name = imports.import_job_name(m, config, attempt)
+    job = by_name(related, JOB, config.namespace, job_name)
+    out = outcome(job, job_pods(related, job_name, job), m.destination)
+    source = (pf.catalog or {}).get("sourceName", "")
+    return _decide(
+        m,
+        out,
+        attempt,
+        [],
+        lambda n, delay: [],
+        base,
+        pending_msg=f"waiting for ModelCatalogSource {source!r} to start the import",
+    )
+
+
 def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
     children, related = req.get("children") or {}, req.get("related") or {}
     (attempt,) = _adopt(m, children, "publish", (_int(m.status.get("attempt"), 1, 1),), (ch.LABEL_ATTEMPT,))
@@ -408,14 +412,11 @@ def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str
 
     def children_for(n: int, delay: int) -> list[Obj]:
         job = ch.publish_job(m, config, source=pf.source_url, attempt=n, auth=pf.auth, delay_seconds=delay)
-        objs = [ch.registry_secret(m, config), *ch.worker_rbac(m, job["metadata"]["name"]), job]
-        if pf.ca_pem:
-            objs.insert(0, ch.source_ca_configmap(m, pf.ca_pem))
-        return objs
+        return [ch.registry_secret(m, config), *ch.worker_rbac(m, job["metadata"]["name"]), job]
 
     job_name = m.publish_job(attempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name))
+    out = outcome(job, job_pods(related, job_name, job), m.destination)
     # The current attempt is re-emitted identically on every call (a Job's template is immutable).
     current = children_for(attempt, backoff_seconds(attempt))
     return _decide(
@@ -423,7 +424,36 @@ def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str
     )
 
 
+def _rejected_note(out: Outcome) -> str:
+    """The refused results, named, for the Ready condition's message (never their content)."""
+    if not out.rejected:
+        return ""
+    more = len(out.rejected) - 3
+    shown = "; ".join(out.rejected[:3]) + (f"; and {more} more" if more > 0 else "")
+    return f" [ignored worker results that are not this model's: {shown}]"
+
+
 def _decide(
+    m: ModelRef,
+    out: Outcome,
+    attempt: int,
+    current: list[Obj],
+    children_for: Any,
+    base: dict[str, Any],
+    *,
+    pending_msg: str,
+    waiting: Verdict | None = None,
+) -> Verdict:
+    verdict = _decide_phase(
+        m, out, attempt, current, children_for, base, pending_msg=pending_msg, waiting=waiting
+    )
+    note = _rejected_note(out)
+    if note and verdict.phase != Phase.READY:
+        verdict.message = clip(verdict.message + note)
+    return verdict
+
+
+def _decide_phase(
     m: ModelRef,
     out: Outcome,
     attempt: int,
@@ -512,7 +542,7 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
 
     job_name = m.upload_job(session, attempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name))
+    out = outcome(job, job_pods(related, job_name, job), m.destination)
     if out.error is not None and out.error[0] == Reason.UPLOAD_EXPIRED:
         # Open the next session whose end is still ahead of everything the request has seen.
         ended = session
@@ -525,7 +555,7 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
 
     def children_for_session(s: int) -> Any:
         def build(n: int, delay: int) -> list[Obj]:
-            token = upload_token(config, m.uid, s)
+            token = upload_token(config, m.uid, s, ch.observed_upload_token(children, m, s))
             job = ch.upload_job(
                 m,
                 config,
@@ -608,6 +638,8 @@ def _sync(req: Obj, config: Config, *, cluster: bool) -> Obj:
         return _answer(m, v, now)
     if pf.kind == "upload":
         return _answer(m, _sync_upload(m, req, config, pf, now), now)
+    if pf.kind == "catalog":
+        return _answer(m, _sync_import(m, req, config, pf, now), now)
     return _answer(m, _sync_publish(m, req, config, pf, now), now)
 
 
@@ -622,10 +654,10 @@ def _published_digest(m: ModelRef, related: Obj) -> str:
     found = ""
     for pod in objects(related, POD):
         labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(ch.LABEL_WORKER) not in ("publish", "upload-server"):
+        if labels.get(ch.LABEL_WORKER) not in ("publish", "upload-server", imports.WORKER):
             continue
-        success = outcome(None, [pod]).success
-        if success and (success.get("artifact") or {}).get("uri", "").startswith(m.destination + "@"):
+        success = outcome(None, [pod], m.destination).success  # only this model's repository
+        if success:
             found = max(found, success["artifact"]["digest"])
     return found
 
@@ -658,7 +690,7 @@ def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
 
     job_name = m.cleanup_job(cattempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name))
+    out = outcome(job, job_pods(related, job_name, job), m.destination)
     artifact = f"{m.destination}@{digest}"
     v = Verdict(
         phase=Phase.DELETING,
@@ -726,6 +758,14 @@ def _customize(req: Obj, config: Config, *, cluster: bool) -> Obj:
         )
     if source.get("catalog") is not None:
         related.append({"apiVersion": API_VERSION, "resource": "modelcatalogsources"})
+        # The import runs under the ModelCatalogSource in the module namespace (only the
+        # module writes there); its Job and Pods carry this object's UID.
+        mine = {"matchLabels": {LABEL_MODEL_UID: uid}}
+        module_ns = config.namespace
+        rule = {"namespace": module_ns, "labelSelector": mine}
+        related.append({"apiVersion": "batch/v1", "resource": "jobs", **rule})
+        if child_ns != module_ns:
+            related.append({"apiVersion": "v1", "resource": "pods", **rule})
     return {"relatedResources": related}
 
 
@@ -757,6 +797,7 @@ def clustermodel_customize(req: Obj, config: Config) -> Obj:
 
 
 __all__ = [
+    "BACKOFF_MAX_SECONDS",
     "backoff_seconds",
     "clustermodel_customize",
     "clustermodel_finalize",

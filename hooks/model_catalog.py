@@ -2,12 +2,11 @@
 
 ``plan(parent, related, config)`` is pure. It either refuses (``error``: a
 reason, a human message and the phase to show) or names the exact upstream
-artifact to copy into DMCR: ``source_url`` ``oci://REGISTRY/REPOSITORY@DIGEST``,
-the Secret holding the upstream Docker config (in the child namespace: a pod
-can only mount Secrets of its own namespace, so the ModelCatalogSource
-controller copies its credentials there, see ``hooks/catalogsource.py``), an
-optional PEM CA bundle, and the ``frozen`` selection that goes to
-``status.source.catalog``.
+artifact to copy into DMCR: ``source_url`` ``oci://REGISTRY/REPOSITORY@DIGEST`` and
+the ``frozen`` selection that goes to ``status.source.catalog``. The import
+itself, with the catalog's credential and CA, is run by the ModelCatalogSource
+controller in the module namespace (``hooks/catalog_imports.py``): the
+credential is never copied where a tenant could read it.
 
 Selection rules (docs/catalog.md): a frozen selection in the parent's status
 always wins (same source, revision and digest forever, even when the catalog
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import catalogsource as cs
-from hooks.model_status import CATALOG_SOURCE, SECRET, by_name, objects
+from hooks.model_status import CATALOG_SOURCE, objects
 from lib import catalog
 from lib.api import conditions as cond
 from lib.api.types import ConditionType, Phase, Reason
@@ -65,12 +64,8 @@ class PlanError:
 @dataclass(frozen=True)
 class CatalogPlan:
     source_url: str = ""  # oci://REGISTRY/REPOSITORY@DIGEST
-    auth_secret_name: str = ""  # a kubernetes.io/dockerconfigjson Secret ...
-    auth_secret_namespace: str = ""  # ... in the child namespace
-    ca_bundle: str = ""  # PEM
     frozen: CatalogFrozen | None = None
     error: PlanError | None = None
-    insecure: bool = False  # the catalog speaks plain HTTP (spec.insecure of the source)
 
 
 def _phase_and_reason(source: Obj) -> tuple[str, str, str]:
@@ -208,7 +203,7 @@ def _import(parent: Obj, related: Obj, config: Config, source: Obj, frozen: Cata
     registry = str(spec.get("registry") or "")
     try:
         catalog.split_reference(frozen.reference)
-        ca = cs.decode_ca(spec.get("caBundle"))
+        cs.decode_ca(spec.get("caBundle"))
     except (catalog.CatalogError, ValueError) as e:
         return CatalogPlan(frozen=frozen, error=PlanError(Reason.CATALOG_INVALID, str(e), Phase.FAILED))
     if frozen.reference.rpartition("@")[2] != frozen.remoteDigest or not registry:
@@ -216,26 +211,4 @@ def _import(parent: Obj, related: Obj, config: Config, source: Obj, frozen: Cata
             frozen=frozen,
             error=PlanError(Reason.CATALOG_INVALID, f"frozen reference {frozen.reference!r} is inconsistent"),
         )
-    auth_name = auth_ns = ""
-    ref = spec.get("authSecretRef")
-    if isinstance(ref, dict) and ref.get("name"):
-        auth_name, auth_ns = cs.auth_secret_name(frozen.sourceName), _child_namespace(parent, config)
-        # When the Model hook relates the copies (label ai.deckhouse.io/catalog-source), wait for ours
-        # instead of starting a pod that cannot mount it yet.
-        if SECRET in related and by_name(related, SECRET, auth_ns, auth_name) is None:
-            return CatalogPlan(
-                frozen=frozen,
-                error=PlanError(
-                    Reason.CATALOG_SOURCE_NOT_READY,
-                    f"waiting for ModelCatalogSource {frozen.sourceName!r} to copy its credentials "
-                    f"(Secret {auth_name}) into namespace {auth_ns}",
-                ),
-            )
-    return CatalogPlan(
-        source_url=f"oci://{registry}/{frozen.reference}",
-        auth_secret_name=auth_name,
-        auth_secret_namespace=auth_ns,
-        ca_bundle=ca,
-        frozen=frozen,
-        insecure=spec.get("insecure") is True,
-    )
+    return CatalogPlan(source_url=f"oci://{registry}/{frozen.reference}", frozen=frozen)

@@ -16,6 +16,7 @@ that one Job); the cleanup pod mounts none.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,17 @@ UPLOAD_SCRATCH_BYTES = 63 << 30  # --max-spool-bytes stays under the emptyDir li
 UPLOAD_PUBLISH_GRACE_SECONDS = 24 * 3600  # an upload that arrived may still be publishing
 TTL_AFTER_FINISHED = 3600
 EXIT_PERMANENT = 2  # worker exit status for permanent errors (docs/lifecycle.md)
+
+
+BACKOFF_BASE_SECONDS = 30
+BACKOFF_MAX_SECONDS = 600
+
+
+def backoff_seconds(attempt: int) -> int:
+    """Delay before ``attempt`` (2, 3, ...): 30 s doubling, capped at 10 min (slept by the pod)."""
+    if attempt <= 1:
+        return 0
+    return min(BACKOFF_BASE_SECONDS * 2 ** (attempt - 2), BACKOFF_MAX_SECONDS)
 
 
 def _b64(s: str) -> str:
@@ -235,12 +247,20 @@ class SourceAuth:
     secret: str = ""  # user's Secret in the child namespace
     key: str = ""  # the key mounted
     path: str = ""  # token | .dockerconfigjson
-    ca_configmap: str = ""
     insecure: bool = False  # a catalog registry that speaks plain HTTP
+    ca_secret: str = ""  # the CA as key ca.crt of a Secret (the catalog source's copy)
 
 
 def publish_job(
-    m: ModelRef, config: Config, *, source: str, attempt: int, auth: SourceAuth, delay_seconds: int = 0
+    m: ModelRef,
+    config: Config,
+    *,
+    source: str,
+    attempt: int,
+    auth: SourceAuth,
+    delay_seconds: int = 0,
+    worker: str = "publish",
+    labels: dict[str, str] | None = None,
 ) -> Obj:
     name = m.publish_job(attempt)
     args = [
@@ -263,27 +283,22 @@ def publish_job(
         mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
     if auth.insecure:
         args.append("--insecure-source")
-    if auth.ca_configmap:
+    if auth.ca_secret:
         args += ["--ca-file", f"{SOURCE_CA_DIR}/ca.crt"]
-        volumes.append(
-            {
-                "name": "source-ca",
-                "configMap": {"name": auth.ca_configmap, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
-            }
-        )
+        volumes.append(_secret_volume("source-ca", auth.ca_secret, [("ca.crt", "ca.crt")]))
         mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
     return worker_job(
         m,
         config,
         JobSpec(
             name=name,
-            worker="publish",
+            worker=worker,
             args=args,
             budget=PUBLISH,
             service_account=True,
             volumes=volumes,
             mounts=mounts,
-            labels={LABEL_ATTEMPT: str(attempt)},
+            labels={LABEL_ATTEMPT: str(attempt), **(labels or {})},
             delay_seconds=delay_seconds,
         ),
     )
@@ -316,6 +331,8 @@ def upload_job(
         SCRATCH_DIR,
         "--max-spool-bytes",
         str(UPLOAD_SCRATCH_BYTES),
+        "--max-upload-bytes",
+        str(config.upload_max_bytes),
         "--result-file",
         RESULT_FILE,
         *_registry_flags(config),
@@ -394,13 +411,13 @@ def _dockerconfig_secret(m: ModelRef, config: Config, name: str, user: str, pass
 
 def registry_secret(m: ModelRef, config: Config) -> Obj:
     """Push (and pull) on this model's repository only."""
-    user, pw = publish_credential(config.signing_key, m.repository)
+    user, pw = publish_credential(config.signing_keys, m.repository)
     return _dockerconfig_secret(m, config, m.registry_secret, user, pw)
 
 
 def cleanup_secret(m: ModelRef, config: Config) -> Obj:
     """Delete (and pull) on this model's repository only."""
-    user, pw = cleanup_credential(config.signing_key, m.repository)
+    user, pw = cleanup_credential(config.signing_keys, m.repository)
     return _dockerconfig_secret(m, config, m.cleanup_secret, user, pw)
 
 
@@ -437,24 +454,26 @@ def worker_rbac(m: ModelRef, job_name: str) -> list[Obj]:
     ]
 
 
-def source_ca_configmap(m: ModelRef, pem: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(m, m.source_ca_configmap),
-        "data": {"ca.crt": pem},
-    }
-
-
 # -- upload session ---------------------------------------------------------
 
 INGRESS_PATH_ROOT = "/ai-models/upload"
 
 
 def upload_path(m: ModelRef) -> str:
-    """Path of this model's upload endpoint behind the optional external Ingress."""
-    scope = f"cluster/{m.name}" if m.cluster else f"{m.namespace}/{m.name}"
-    return f"{INGRESS_PATH_ROOT}/{scope}"
+    """Path of this model's upload endpoint behind the optional external Ingress.
+
+    The kind is its own segment and the UID ends the path, so no Model path can
+    equal a ClusterModel's (whatever the namespace is called) or another
+    Model's, and a recreated Model of the same name gets a new path.
+    """
+    scope = f"clustermodel/{m.name}" if m.cluster else f"model/{m.namespace}/{m.name}"
+    return f"{INGRESS_PATH_ROOT}/{scope}/{m.uid}"
+
+
+def upload_path_pattern(m: ModelRef) -> str:
+    """The Ingress path: ingress-nginx treats it as a regex (rewrite-target), so it is
+    escaped and anchored: a ``.`` in a name matches only a dot, and nothing may follow."""
+    return re.escape(upload_path(m)) + "$"
 
 
 def upload_urls(m: ModelRef, config: Config) -> tuple[str, str]:
@@ -477,6 +496,25 @@ def upload_secret(m: ModelRef, config: Config, *, session: int, token: str) -> O
         "type": "Opaque",
         "data": data,
     }
+
+
+def observed_upload_token(children: Obj | None, m: ModelRef, session: int) -> str | None:
+    """The token the observed upload Secret of ``session`` carries (None when absent or unreadable).
+
+    ``lib.credentials.upload_token`` keeps it while it still verifies, so a
+    signing key rotation does not change the token of a running upload server.
+    """
+    items = (children or {}).get("Secret.v1")
+    name = m.upload_secret(session)
+    found = (items.get(f"{m.child_namespace}/{name}") or items.get(name)) if isinstance(items, dict) else None
+    data = found.get("data") if isinstance(found, dict) else None
+    raw = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def upload_reader_role(m: ModelRef, *, session: int) -> Obj:
@@ -537,7 +575,7 @@ def upload_ingress(m: ModelRef, config: Config) -> Obj:
                     "http": {
                         "paths": [
                             {
-                                "path": f"{upload_path(m)}$",
+                                "path": upload_path_pattern(m),
                                 "pathType": "ImplementationSpecific",
                                 "backend": {
                                     "service": {"name": m.upload_service, "port": {"name": "upload"}}

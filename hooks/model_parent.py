@@ -32,10 +32,19 @@ class ModelRef:
     child_namespace: str
     repository: str  # DMCR repository (no registry host)
     destination: str  # REGISTRY/REPOSITORY
+    # Children made on this object's behalf by another controller (the catalog import run
+    # by its ModelCatalogSource in the module namespace) get their own prefix and a stem
+    # from the UID, so Models of the same name in different namespaces never collide there.
+    child_prefix: str = ""
+    child_stem: str = ""
 
     @property
     def prefix(self) -> str:
-        return "ai-clustermodel" if self.cluster else "ai-model"
+        return self.child_prefix or ("ai-clustermodel" if self.cluster else "ai-model")
+
+    @property
+    def stem(self) -> str:
+        return self.child_stem or self.name
 
     @property
     def source(self) -> dict[str, Any]:
@@ -43,43 +52,39 @@ class ModelRef:
 
     # -- child names -------------------------------------------------------
     def publish_job(self, attempt: int) -> str:
-        return dns_label(f"{self.prefix}-publish", f"{self.name}-{attempt}")
+        return dns_label(f"{self.prefix}-publish", f"{self.stem}-{attempt}")
 
     def upload_job(self, session: int, attempt: int) -> str:
-        return dns_label(f"{self.prefix}-upload", f"{self.name}-{session}-{attempt}")
+        return dns_label(f"{self.prefix}-upload", f"{self.stem}-{session}-{attempt}")
 
     def cleanup_job(self, attempt: int) -> str:
-        return dns_label(f"{self.prefix}-cleanup", f"{self.name}-{attempt}")
+        return dns_label(f"{self.prefix}-cleanup", f"{self.stem}-{attempt}")
 
     @property
     def worker_account(self) -> str:
         """ServiceAccount, Role and RoleBinding of the worker (same name, different kinds)."""
-        return dns_label(f"{self.prefix}-worker", self.name)
+        return dns_label(f"{self.prefix}-worker", self.stem)
 
     @property
     def registry_secret(self) -> str:
-        return dns_label(f"{self.prefix}-registry", self.name)
+        return dns_label(f"{self.prefix}-registry", self.stem)
 
     @property
     def cleanup_secret(self) -> str:
-        return dns_label(f"{self.prefix}-cleanup-registry", self.name)
+        return dns_label(f"{self.prefix}-cleanup-registry", self.stem)
 
     def upload_secret(self, session: int) -> str:
         """One Secret per session: a new upload server can never mount the previous token."""
-        return dns_label(f"{self.prefix}-upload", f"{self.name}-{session}")
+        return dns_label(f"{self.prefix}-upload", f"{self.stem}-{session}")
 
     @property
     def upload_service(self) -> str:
-        return dns_label(f"{self.prefix}-upload", self.name)
+        return dns_label(f"{self.prefix}-upload", self.stem)
 
     @property
     def upload_reader_role(self) -> str:
         # Pinned by the user guide for Models: ai-model-upload-reader-<model-name>.
         return dns_label(f"{self.prefix}-upload-reader", self.name, limit=253)
-
-    @property
-    def source_ca_configmap(self) -> str:
-        return dns_label(f"{self.prefix}-source-ca", self.name)
 
 
 def parse_parent(req: dict[str, Any], config: Config, *, cluster: bool) -> ModelRef:

@@ -19,6 +19,7 @@ from typing import Any
 from hooks.model_children import LABEL_WORKER_JOB, WORKER_CONTAINER
 from lib.api.conditions import latest_time, parse_time
 from lib.api.types import ANNOTATION_PROGRESS, Reason
+from lib.result import artifact_problem
 
 Obj = dict[str, Any]
 
@@ -27,14 +28,13 @@ POD = "Pod.v1"
 SECRET = "Secret.v1"
 SERVICE = "Service.v1"
 SERVICE_ACCOUNT = "ServiceAccount.v1"
-CONFIG_MAP = "ConfigMap.v1"
 ROLE = "Role.rbac.authorization.k8s.io/v1"
 ROLE_BINDING = "RoleBinding.rbac.authorization.k8s.io/v1"
 INGRESS = "Ingress.networking.k8s.io/v1"
 CATALOG_SOURCE = "ModelCatalogSource.ai.deckhouse.io/v1alpha1"
 
 # The child types the Model/ClusterModel CompositeControllers declare.
-CHILD_TYPES = (JOB, SECRET, SERVICE, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, CONFIG_MAP, INGRESS)
+CHILD_TYPES = (JOB, SECRET, SERVICE, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, INGRESS)
 
 # CRD-declared fields of status.artifact / status.resolved / status.source.
 ARTIFACT_FIELDS = {"uri": str, "digest": str, "mediaType": str, "sizeBytes": int}
@@ -87,6 +87,12 @@ class Termination:
     exit_code: int
     tail: str  # a non-JSON message (log tail), clipped
     finished_at: str
+    pod: str = ""  # namespace/name of the Pod, to name it when its result is refused
+
+
+def _pod_name(pod: Obj) -> str:
+    md = pod.get("metadata") or {}
+    return clip(f"{md.get('namespace') or ''}/{md.get('name') or ''}".lstrip("/"), 120)
 
 
 def _terminations(pod: Obj) -> Iterator[Termination]:
@@ -116,20 +122,39 @@ def _terminations(pod: Obj) -> Iterator[Termination]:
             exit_code=code if isinstance(code, int) else -1,
             tail=tail,
             finished_at=str(term.get("finishedAt") or ""),
+            pod=_pod_name(pod),
         )
 
 
-def job_pods(related: Mapping[str, Any] | None, job_name: str) -> list[Obj]:
-    """Related Pods created by the Job ``job_name`` (by our label, or the Job controller's)."""
+def _controller_uid(obj: Obj) -> str:
+    refs = (obj.get("metadata") or {}).get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def job_pods(related: Mapping[str, Any] | None, job_name: str, job: Obj | None = None) -> list[Obj]:
+    """Related Pods created by the Job ``job_name`` (by our label, or the Job controller's).
+
+    Labels are written by whoever creates the Pod, so when the Job is observed
+    a Pod must also be controlled by that Job's UID (the Job controller sets
+    it). That keeps stray Pods out; a tenant can still forge both, which is
+    why every result is checked for content as well (``outcome``).
+    """
+    job_uid = str(((job or {}).get("metadata") or {}).get("uid") or "")
     out = []
     for pod in objects(related, POD):
         labels = (pod.get("metadata") or {}).get("labels") or {}
-        if job_name in (
+        if job_name not in (
             labels.get(LABEL_WORKER_JOB),
             labels.get("batch.kubernetes.io/job-name"),
             labels.get("job-name"),
         ):
-            out.append(pod)
+            continue
+        if job_uid and _controller_uid(pod) != job_uid:
+            continue
+        out.append(pod)
     return out
 
 
@@ -148,6 +173,8 @@ class Outcome:
     # The Job says it finished but its Pods (still listed) show no terminated worker yet:
     # the Pod cache lags behind the Job's; wait for the result instead of guessing.
     unsettled: bool = False
+    # Results refused by the trust check ("namespace/pod: why"): shown, never copied.
+    rejected: tuple[str, ...] = ()
 
 
 def _job_condition(job: Obj, type_: str) -> Obj | None:
@@ -157,9 +184,15 @@ def _job_condition(job: Obj, type_: str) -> Obj | None:
     return None
 
 
-def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
-    """Combine the observed Job and its Pods into one verdict (pure, order-independent)."""
+def outcome(job: Obj | None, pods: Iterable[Obj], destination: str) -> Outcome:
+    """Combine the observed Job and its Pods into one verdict (pure, order-independent).
+
+    A success counts only when its artifact is a publish of ``destination``
+    (``REGISTRY/REPOSITORY`` the hook derived itself); any other is listed in
+    ``rejected`` and otherwise ignored.
+    """
     pods = list(pods)
+    rejected: list[str] = []
     terms = sorted(
         (t for p in pods for t in _terminations(p)),
         key=lambda t: (parse_time(t.finished_at) is None, t.finished_at, t.exit_code, t.reason, t.tail),
@@ -172,7 +205,11 @@ def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
             art = t.result.get("artifact")
             err = t.result.get("error")
             if isinstance(art, dict) and isinstance(art.get("digest"), str) and art["digest"]:
-                success = t.result
+                problem = artifact_problem(art, destination)
+                if problem is None:
+                    success = t.result
+                else:
+                    rejected.append(f"{t.pod}: {problem}")
             elif isinstance(err, dict):
                 reason = str(err.get("reason") or "")
                 if not _REASON.match(reason):  # the CRD's reason pattern; never echo junk
@@ -191,7 +228,7 @@ def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
         succeeded = bool(_job_condition(job, "Complete")) or (st.get("succeeded") or 0) >= 1
         failed = bool(failed_cond) and not succeeded
         if (failed or succeeded) and pods and not terms:
-            return Outcome(started=True, unsettled=True)
+            return Outcome(started=True, unsettled=True, rejected=tuple(rejected))
         if failed and error is None:
             why = failed_cond.get("reason") or "Failed" if failed_cond else "Failed"
             msg = failed_cond.get("message") if failed_cond else ""
@@ -212,6 +249,7 @@ def outcome(job: Obj | None, pods: Iterable[Obj]) -> Outcome:
         started=job is not None,
         progress=progress,
         clean_exit=clean_exit,
+        rejected=tuple(sorted(set(rejected))),
     )
 
 

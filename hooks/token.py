@@ -6,7 +6,8 @@ is a short-lived JWT whose ``access`` is each requested scope intersected
 with what the credential's grant allows: asking for more is not an error, the
 token just carries less and the registry refuses the rest (401
 ``insufficient_scope``). Anything that does not verify (anonymous, made up,
-tampered) gets 401 and no token at all.
+tampered, or signed by a key no longer in the signing key set) gets the same
+401 and no token at all.
 
 In the daily garbage-collection window (``registry_gc_window``) a request
 that would be granted ``push`` gets 503 + ``Retry-After`` instead: the
@@ -117,10 +118,14 @@ def issue(
     except registry_token.TokenKeyError as e:
         return 503, {"error": f"registry token service is misconfigured: {e}"}, {}
 
+    if config.signing_key is None:
+        return 503, {"error": "registry token service is not configured: set AI_MODELS_SIGNING_KEY_FILE"}, {}
+
     basic = _basic(authorization)
     if basic is None:
         return _refuse("authentication required: use Basic auth with a DMCR credential")
-    grant = credentials.verify(config.signing_key, *basic)
+    # Any key of the set verifies (current, previous, next); a removed key's credential is made up.
+    grant = credentials.verify(config.signing_keys, *basic)
     if grant is None:
         return _refuse("invalid credential")
 

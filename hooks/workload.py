@@ -98,7 +98,7 @@ def pull_secret(
 
     Key ``ca.crt`` holds DMCR's CA when one is configured (``--ca-file`` of the init containers).
     """
-    user, password = credentials.pull_credential(config.signing_key, [m.repository for m in models])
+    user, password = credentials.pull_credential(config.signing_keys, [m.repository for m in models])
     config_json = credentials.dockerconfigjson(config.registry, user, password)
     meta = obj["metadata"]
     return {
@@ -150,8 +150,9 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
             "annotations": {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: None},
             "attachments": [],
         }
+    lookup = _lookup(req.get("related"), namespace)
     result: list[delivery.ResolvedModel] | Blocked = (
-        blocked if blocked is not None else delivery.resolve(refs, _lookup(req.get("related"), namespace))
+        blocked if blocked is not None else delivery.resolve(refs, lookup, config.registry)
     )
     if isinstance(result, Blocked):
         name = delivery.pull_secret_name(str(obj.get("kind", "")), obj["metadata"]["name"])

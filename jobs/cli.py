@@ -8,6 +8,16 @@ import sys
 from collections.abc import Sequence
 
 DEFAULT_RESULT = "/dev/termination-log"
+# The largest upload a session accepts unless told otherwise: above the
+# largest open models (about 810 GB for a 405B model in BF16).
+DEFAULT_MAX_UPLOAD = 1 << 40
+
+
+def _byte_count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a byte count is 0 or more")
+    return n
 
 
 def _registry_opts(p: argparse.ArgumentParser, *, destination: bool) -> None:
@@ -44,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch-dir", default="/tmp/upload", help="spool directory (zip only)")
     p.add_argument("--expires-at", default="", help="RFC 3339 time the session ends")
     p.add_argument("--max-spool-bytes", type=int, default=64 << 30)
+    p.add_argument(
+        "--max-upload-bytes",
+        type=_byte_count,
+        default=DEFAULT_MAX_UPLOAD,
+        help="refuse an upload body larger than N bytes (413); 0: no limit (default 1 TiB)",
+    )
     p.set_defaults(module="jobs.upload_server")
 
     p = sub.add_parser("materialize", help="pull an artifact's files into a directory")

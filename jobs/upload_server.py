@@ -15,6 +15,12 @@ session open and the hash state in memory; ``HEAD /upload`` reports
 (what ``curl -C N -T FILE`` sends) feeds the rest. Nothing is spooled, so
 resumption works for every upload type with the same memory bound.
 
+Size: ``--max-upload-bytes`` caps the body's bytes (0: no cap). A request
+announcing more (``Content-Length``, ``Content-Range``, offset + part) is
+answered 413 before its body is read; a chunked body, or a resumed part, is
+counted as it arrives and the upload is dropped at the first byte past the
+cap, before that byte reaches the pipeline (nothing is tagged).
+
 Expiry: once ``--expires-at`` has passed and no request is feeding an upload
 (an interrupted one included), the server exits with ``UploadExpired``. A
 request in flight at that moment is allowed to finish.
@@ -199,6 +205,16 @@ class PutRequest:
             return self.range.total
         return self.length
 
+    def announced_end(self) -> int:
+        """The most bytes the upload will hold after this request, by its headers (0: unknown)."""
+        start = self.range.start if self.range is not None else 0
+        ends = [self.total or 0]
+        if self.length is not None:
+            ends.append(start + self.length)
+        if self.range is not None and self.range.last is not None:
+            ends.append(self.range.last + 1)
+        return max(ends)
+
 
 def parse_put(headers: Any, query: str) -> PutRequest:
     """Everything the PUT's headers and query say, checked before a body byte is read."""
@@ -217,6 +233,9 @@ def parse_put(headers: Any, query: str) -> PutRequest:
             raise ArchiveError(501, f"Transfer-Encoding {te!r} is not supported")
     else:
         raw = headers.get("Content-Length")
+        if len({v.strip() for v in headers.get_all("Content-Length") or []}) > 1:
+            # Two lengths: a proxy may frame by one and we by the other (smuggling, or a size lie).
+            raise ArchiveError(400, "Content-Length is given more than once with different values")
         if raw is None or not raw.strip().isdigit():
             raise ArchiveError(411, "the upload needs a Content-Length or chunked transfer encoding")
         length = int(raw)
@@ -310,6 +329,14 @@ def _error_body(reason: str, message: str) -> dict[str, Any]:
     return results.error(reason, message)
 
 
+def human_bytes(n: int) -> str:
+    """``1 TiB``, ``1.5 GiB``: the limit as an uploader reads it."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.4g} {unit}"
+    return f"{n} bytes"
+
+
 def outcome_for(exc: BaseException, paths: list[str]) -> Outcome:
     """HTTP status and body for whatever stopped a publish."""
     if isinstance(exc, ArchiveError):
@@ -338,6 +365,7 @@ class Session:
         publisher: Publisher,
         scratch_dir: str,
         max_spool_bytes: int,
+        max_upload_bytes: int = 0,
         limits: Limits = Limits(),
         on_percent: Callable[[int], None] | None = None,
     ):
@@ -345,6 +373,7 @@ class Session:
         self.publisher = publisher
         self.scratch_dir = scratch_dir
         self.max_spool_bytes = max_spool_bytes
+        self.max_upload_bytes = max_upload_bytes  # 0: no limit
         self.limits = limits
         self.on_percent = on_percent
         self._lock = threading.Lock()
@@ -358,6 +387,19 @@ class Session:
         scheme, _, value = (header or "").partition(" ")
         given = value.strip().encode() if scheme.lower() == "bearer" else b""
         return hmac.compare_digest(given, self._token) and bool(self._token)
+
+    # -- size
+    def over_limit(self, size: int) -> bool:
+        return 0 < self.max_upload_bytes < size
+
+    def too_large(self, size: int | None = None) -> str:
+        """The 413 message: the size seen (when known) and the limit, in bytes and readable."""
+        limit = self.max_upload_bytes
+        what = f"is {size} bytes" if size is not None else "is larger than that"
+        return (
+            f"this upload session accepts at most {limit} bytes ({human_bytes(limit)}); the upload {what}. "
+            "Ask the cluster administrator to raise the limit (AI_MODELS_UPLOAD_MAX_BYTES)"
+        )
 
     # -- state
     def _live(self) -> Upload | None:
@@ -386,6 +428,9 @@ class Session:
             cur = self._live()
             if cur is not None and cur.attached:
                 raise Refusal(409, "another upload is in progress in this session")
+            if self.over_limit(req.announced_end()):
+                headers = {"Upload-Offset": str(cur.feed.received)} if cur is not None else {}
+                raise Refusal(413, self.too_large(req.announced_end()), headers)
             if req.range is not None and req.range.start > 0:
                 return self._resume(cur, req)
             if req.kind == ArchiveKind.ZIP and req.total is not None and req.total > self.max_spool_bytes:
@@ -601,15 +646,23 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
         self._receive(up, req)
 
+    def _drop(self, up: Upload, status: int, message: str) -> None:
+        """Abandon the upload (the pipeline stops before tagging anything) and refuse the request."""
+        up.feed.abort(message)
+        up.done.wait(30)
+        self.session.detach(up)
+        self._refuse(status, message)
+
     def _receive(self, up: Upload, req: PutRequest) -> None:
         complete = stopped = False
         try:
             for chunk in body_chunks(self.rfile, req.length):
-                if up.total is not None and up.feed.received + len(chunk) > up.total:
-                    up.feed.abort("more bytes than announced")
-                    up.done.wait(30)
-                    self.session.detach(up)
-                    self._refuse(400, f"the body has more than the announced {up.total} bytes")
+                held = up.feed.received + len(chunk)
+                if up.total is not None and held > up.total:
+                    self._drop(up, 400, f"the body has more than the announced {up.total} bytes")
+                    return
+                if self.session.over_limit(held):  # chunked, or parts that add up
+                    self._drop(up, 413, self.session.too_large())
                     return
                 if not up.feed.write(chunk):
                     stopped = True  # the pipeline refused the upload: answer now
@@ -618,10 +671,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 complete = True
         except ArchiveError as e:  # malformed chunked encoding
-            up.feed.abort(e.message)
-            up.done.wait(30)
-            self.session.detach(up)
-            self._refuse(e.status, e.message)
+            self._drop(up, e.status, e.message)
             return
         except (_Cut, OSError) as e:
             # Disconnected or silent: keep everything received; HEAD + Content-Range resume it.
@@ -750,6 +800,7 @@ def run_session(args: argparse.Namespace, *, stop: threading.Event | None = None
         publisher=publisher,
         scratch_dir=args.scratch_dir,
         max_spool_bytes=args.max_spool_bytes,
+        max_upload_bytes=args.max_upload_bytes,
         on_percent=reporter(),
     )
     try:

@@ -21,8 +21,10 @@ Every check that makes an upload hostile lives here and raises
 * nested archives (by extension, and by magic bytes for files that are not a
   known weight format);
 * bombs: caps on member count, per-member and total uncompressed size, and
-  the decompressed/compressed ratio of the whole stream (zip: per member,
-  from the central directory, and overlapping entries);
+  one expansion rule (``check_expansion``) for the decompressed/compressed
+  ratio of the whole archive, tar stream and zip alike; zip also per member
+  (both from the central directory, before a byte is inflated), and refuses
+  overlapping entries and entries whose data runs into the central directory;
 * tar headers: pax and GNU long-name headers are capped before tarfile
   reads them into memory.
 
@@ -33,6 +35,7 @@ resource forks are skipped, not published: they are never model files.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import stat
 import tarfile
@@ -109,10 +112,14 @@ class Limits:
     max_members: int = 10_000
     max_member_bytes: int = 1 << 40  # 1 TiB
     max_total_bytes: int = 2 << 40  # 2 TiB
-    # Decompressed bytes per compressed byte, checked once past ``ratio_floor``.
-    # Real weights compress ~1.1x, tokenizer JSON ~4x; bombs 1000x and more.
+    # Decompressed bytes per compressed byte. Real weights compress ~1.1x,
+    # tokenizer JSON ~4x; bombs 1000x and more. The whole archive is checked
+    # once it expands past ``ratio_floor``; a zip member once it is larger than
+    # ``member_ratio_floor`` (below that, zero-filled configs and placeholder
+    # files may expand freely: the whole-archive rule bounds how many add up).
     max_ratio: float = 100.0
     ratio_floor: int = 64 << 20
+    member_ratio_floor: int = 4 << 20
     max_path_bytes: int = 1024
     max_depth: int = 32
     max_header_bytes: int = 1 << 20  # pax / GNU long-name headers
@@ -335,6 +342,27 @@ class Counted:
         return b
 
 
+def check_expansion(
+    expanded: int, compressed: int, limits: Limits, *, what: str = "the archive", floor: int | None = None
+) -> None:
+    """Refuse ``what`` once it expands past ``floor`` bytes to more than ``max_ratio`` x its compressed size.
+
+    The one bomb rule: a tar stream applies it to its running totals, a zip
+    to its central directory's totals (and to each member with
+    ``member_ratio_floor``), so both kinds answer the same limit the same way.
+    """
+    floor = limits.ratio_floor if floor is None else floor
+    if expanded <= floor or expanded <= limits.max_ratio * max(compressed, 1):
+        return
+    raise ArchiveError(
+        413,
+        f"{what} expands {expanded // max(compressed, 1)}x ({expanded} bytes from {compressed}), over the "
+        f"{limits.max_ratio:g}x limit for more than {floor} bytes: refusing a compression bomb. Model files "
+        "do not compress this well; if these files are genuine, upload them uncompressed "
+        "(a plain .tar, or zip -0)",
+    )
+
+
 class _Metered:
     """The decompressed stream, refusing bomb-like expansion as it grows."""
 
@@ -353,16 +381,8 @@ class _Metered:
                 raise
             raise ArchiveError(400, f"the compressed stream is corrupt or cut short: {e}") from e
         self.count += len(b)
-        if (
-            self.compressed
-            and self.count > self.limits.ratio_floor
-            and self.count > self.limits.max_ratio * max(self.raw.count, 1)
-        ):
-            raise ArchiveError(
-                413,
-                f"the archive expands more than {self.limits.max_ratio:g}x "
-                f"({self.count} bytes from {self.raw.count}): refusing a compression bomb",
-            )
+        if self.compressed:
+            check_expansion(self.count, self.raw.count, self.limits)
         if self.count > self.limits.max_total_bytes + self.limits.max_trailing_bytes + (1 << 20):
             raise ArchiveError(
                 413, f"the archive expands to more than the {self.limits.max_total_bytes}-byte limit"
@@ -494,8 +514,14 @@ def walk_gguf(stream: Reader, path: str, size: int | None) -> Iterator[Member]:
 # ---------------------------------------------------------------- zip
 
 
-def check_zip(zf: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Vet the central directory before a byte is inflated; return the files to publish."""
+def check_zip(zf: zipfile.ZipFile, limits: Limits, archive_bytes: int) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Vet the central directory before a byte is inflated; return the files to publish.
+
+    ``archive_bytes`` is the zip's size on disk: the compressed side of the
+    whole-archive expansion check, a number the archive cannot lie about.
+    zipfile never inflates a member past its ``file_size``, so checking the
+    central directory's sizes bounds what the walk will produce.
+    """
     infos = zf.infolist()
     if len(infos) > limits.max_members:
         raise ArchiveError(400, f"the archive has {len(infos)} members, over the {limits.max_members} limit")
@@ -520,20 +546,31 @@ def check_zip(zf: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInfo
         if zi.flag_bits & 0x1:
             raise ArchiveError(400, f"member {path!r} is encrypted")
         names.add_file(path, zi.file_size)
-        if zi.file_size > limits.ratio_floor and zi.file_size > limits.max_ratio * max(zi.compress_size, 1):
-            raise ArchiveError(
-                413,
-                f"member {path!r} expands {zi.file_size // max(zi.compress_size, 1)}x: refusing a zip bomb",
-            )
+        check_expansion(
+            zi.file_size, zi.compress_size, limits, what=f"member {path!r}", floor=limits.member_ratio_floor
+        )
         if not skipped(path):
             out.append((zi, path))
-    # Overlapping entries share compressed data to multiply it (a "better zip bomb").
+    check_expansion(names.total, archive_bytes, limits)
+    _check_zip_spans(zf, infos)
+    return out
+
+
+def _check_zip_spans(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
+    """Each entry's data must be its own: no sharing, no running into the central directory.
+
+    Overlapping entries share compressed data to multiply it (a "better zip
+    bomb"); a ``compress_size`` claimed larger than the data (which zipfile
+    never notices: it stops at the end of the deflate stream) would defeat
+    the per-member ratio check, and shows as data running past the entries.
+    """
     spans = sorted((zi.header_offset, zi.header_offset + 30 + len(zi.orig_filename) + zi.compress_size)
                    for zi in infos)  # fmt: skip
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         if start < end:
             raise ArchiveError(400, "the zip archive has overlapping entries: refusing a zip bomb")
-    return out
+    if spans and spans[-1][1] > zf.start_dir:  # type: ignore[attr-defined]
+        raise ArchiveError(400, "a zip entry's sizes run past its data into the central directory")
 
 
 def walk_zip(path: str, limits: Limits = Limits()) -> Iterator[Member]:
@@ -543,7 +580,7 @@ def walk_zip(path: str, limits: Limits = Limits()) -> Iterator[Member]:
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
         raise ArchiveError(400, f"not a readable zip archive: {e}") from e
     with zf:
-        for zi, member_name in check_zip(zf, limits):
+        for zi, member_name in check_zip(zf, limits, os.path.getsize(path)):
             try:
                 f = zf.open(zi)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError) as e:

@@ -1,10 +1,16 @@
-"""Scoped DMCR credentials, derived statelessly from the signing key.
+"""Scoped DMCR credentials and upload tokens, derived statelessly from the signing keys.
 
-A credential is ``username:password`` where the username *is* the grant
-(``<action-set>;<repository>[;<repository>...]``) and the password is an HMAC
-of the username under ``AI_MODELS_SIGNING_KEY_FILE``. The token service
-(``hooks.token``) recomputes the HMAC, so no credential is stored anywhere
-and a tampered username (a wider grant) no longer matches its password.
+A credential is ``username:password``. The username *is* the grant
+(``<action-set>;<repository>[;<repository>...]``); the password is
+``<kid>.<mac>``: the id of the signing key it was made with and
+HMAC-SHA256(key, purpose, kid, username). The token service (``hooks.token``)
+looks the key up by ``kid`` in the configured set (``lib.signing_keys``) and
+recomputes the MAC, so no credential is stored anywhere, a tampered username
+(a wider grant) or kid no longer matches, and a credential of a key that was
+removed from the set is refused like a made-up one.
+
+Derivation is deterministic (the same grant and key set give the same
+password), which keeps the hooks pure functions of their request.
 
 Grants:
 - ``push``: push and pull one model's repository (its publish Job);
@@ -20,13 +26,50 @@ import json
 from dataclasses import dataclass
 
 from lib.api.naming import derive_secret
+from lib.signing_keys import KID_RE, SigningKeys
 
 PURPOSE = "dmcr-credential"
+UPLOAD_PURPOSE = "upload"
 ACTIONS = {
     "push": ("pull", "push"),
     "delete": ("pull", "delete"),
     "pull": ("pull",),
 }
+# Compared against when the presented kid is unknown, so every refusal takes the same path.
+_NO_KEY = b"\0" * 32
+
+Keys = SigningKeys | bytes  # bytes: a set of that one key (tests, tools)
+
+
+def _keys(keys: Keys) -> SigningKeys:
+    return keys if isinstance(keys, SigningKeys) else SigningKeys(keys)
+
+
+def _mac(key: bytes, purpose: str, kid: str, identity: str) -> str:
+    return derive_secret(key, purpose, f"{kid}\x00{identity}")
+
+
+def sign(keys: Keys, purpose: str, identity: str) -> str:
+    """``<kid>.<mac>`` of (purpose, identity) under the current key."""
+    ks = _keys(keys)
+    kid = ks.current_id
+    return f"{kid}.{_mac(ks.current, purpose, kid, identity)}"
+
+
+def check(keys: Keys, purpose: str, identity: str, presented: str) -> bool:
+    """Whether ``presented`` was signed for (purpose, identity) by a key still in the set."""
+    ks = _keys(keys)
+    kid, _, _ = presented.partition(".")
+    key = ks.get(kid) if KID_RE.fullmatch(kid) else None
+    expected = f"{kid}.{_mac(key or _NO_KEY, purpose, kid, identity)}"
+    same = hmac.compare_digest(expected.encode(), presented.encode())
+    return same and key is not None
+
+
+def key_id_of(presented: str) -> str:
+    """The kid a credential password or upload token names (for operators' checks; not verified)."""
+    kid, sep, _ = presented.partition(".")
+    return kid if sep and KID_RE.fullmatch(kid) else ""
 
 
 @dataclass(frozen=True)
@@ -43,33 +86,62 @@ class Grant:
         return ACTIONS[self.kind] if repository in self.repositories else ()
 
 
-def credential(signing_key: bytes, grant: Grant) -> tuple[str, str]:
-    """``(username, password)`` for a grant."""
-    return grant.username, derive_secret(signing_key, PURPOSE, grant.username)
+def credential(keys: Keys, grant: Grant) -> tuple[str, str]:
+    """``(username, password)`` for a grant, signed by the current key."""
+    return grant.username, sign(keys, PURPOSE, grant.username)
 
 
-def publish_credential(signing_key: bytes, repository: str) -> tuple[str, str]:
-    return credential(signing_key, Grant("push", (repository,)))
+def publish_credential(keys: Keys, repository: str) -> tuple[str, str]:
+    return credential(keys, Grant("push", (repository,)))
 
 
-def cleanup_credential(signing_key: bytes, repository: str) -> tuple[str, str]:
-    return credential(signing_key, Grant("delete", (repository,)))
+def cleanup_credential(keys: Keys, repository: str) -> tuple[str, str]:
+    return credential(keys, Grant("delete", (repository,)))
 
 
-def pull_credential(signing_key: bytes, repositories: list[str]) -> tuple[str, str]:
-    return credential(signing_key, Grant("pull", tuple(sorted(set(repositories)))))
+def pull_credential(keys: Keys, repositories: list[str]) -> tuple[str, str]:
+    return credential(keys, Grant("pull", tuple(sorted(set(repositories)))))
 
 
-def verify(signing_key: bytes, username: str, password: str) -> Grant | None:
-    """The grant a credential carries, or None when it is made up or tampered."""
-    expected = derive_secret(signing_key, PURPOSE, username)
-    if not hmac.compare_digest(expected.encode(), password.encode()):
+def verify(keys: Keys, username: str, password: str) -> Grant | None:
+    """The grant a credential carries, or None when it is made up, tampered or of a removed key."""
+    if not check(keys, PURPOSE, username, password):
         return None
     kind, _, rest = username.partition(";")
     repos = tuple(r for r in rest.split(";") if r)
     if kind not in ACTIONS or not repos:
         return None
     return Grant(kind, repos)
+
+
+def upload_token(keys: Keys, uid: str, session: int, observed: str | None = None) -> str:
+    """The bearer token of one upload session.
+
+    A running upload server read its token once, at start. So the token an
+    observed Secret already carries is kept while it still verifies (its key
+    is current or previous): a rotation does not change an open session's
+    token. A new session, or one whose key was removed, gets a token of the
+    current key.
+    """
+    ks, identity = _keys(keys), f"{uid}:{session}"
+    if observed and (
+        check(ks, UPLOAD_PURPOSE, identity, observed) or _legacy_upload_token(ks, identity, observed)
+    ):
+        return observed
+    return sign(ks, UPLOAD_PURPOSE, identity)
+
+
+def _legacy_upload_token(keys: SigningKeys, identity: str, observed: str) -> bool:
+    """A token of the format before key ids (a bare MAC) under a key of the set.
+
+    Kept so that upgrading the hook service does not break upload sessions
+    that are open; such a token, too, is replaced once its key is removed.
+    """
+    found = False
+    for kid in keys.ids:
+        key = keys.get(kid) or b""
+        found |= hmac.compare_digest(derive_secret(key, UPLOAD_PURPOSE, identity).encode(), observed.encode())
+    return found
 
 
 def dockerconfigjson(registry: str, username: str, password: str) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lib.api.naming import dns_label, short_hash
+from lib.api.naming import dns_label, model_repository, short_hash
 from lib.api.types import (
     ANNOTATION_CLUSTERMODEL,
     ANNOTATION_MODEL,
@@ -33,6 +33,7 @@ from lib.api.types import (
     SCHEDULING_GATE,
 )
 from lib.config import Config
+from lib.result import artifact_problem
 
 # Annotations the decorator writes onto the workload (top-level metadata).
 ANNOTATION_RESOLUTION = "ai.deckhouse.io/model-resolution"
@@ -202,12 +203,14 @@ def has_model_annotations(annotations: Mapping[str, str] | None) -> bool:
 
 
 def resolve(
-    refs: list[ModelRef], lookup: Callable[[ModelRef], Mapping[str, Any] | None]
+    refs: list[ModelRef], lookup: Callable[[ModelRef], Mapping[str, Any] | None], registry: str
 ) -> list[ResolvedModel] | Blocked:
     """Each requested model's Ready artifact, or the first reason one has none.
 
     ``lookup`` returns the Model/ClusterModel object (as Metacontroller sends
-    it in ``related``) or None when it does not exist.
+    it in ``related``) or None when it does not exist. ``registry`` is DMCR's
+    address: every URI (and so every repository the pull credential grants)
+    is rebuilt from it and the object's identity, never taken from status.
     """
     missing: list[str] = []
     not_ready: list[str] = []
@@ -217,7 +220,7 @@ def resolve(
         if obj is None:
             missing.append(f"{ref.kind} {ref.name!r}")
             continue
-        resolved, why = _ready_artifact(ref, obj)
+        resolved, why = _ready_artifact(ref, obj, registry)
         if resolved is None:
             not_ready.append(f"{ref.kind} {ref.name!r} ({why})")
         else:
@@ -229,17 +232,26 @@ def resolve(
     return out
 
 
-def _ready_artifact(ref: ModelRef, obj: Mapping[str, Any]) -> tuple[ResolvedModel | None, str]:
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+def _ready_artifact(
+    ref: ModelRef, obj: Mapping[str, Any], registry: str
+) -> tuple[ResolvedModel | None, str]:
+    md = obj.get("metadata") or {}
+    if md.get("deletionTimestamp"):
         return None, "being deleted"
     status = obj.get("status") or {}
     phase = status.get("phase") or "no status yet"
     if phase != "Ready":
         return None, f"phase {phase}"
+    uid = md.get("uid")
+    if not isinstance(uid, str) or not uid:
+        return None, "it has no metadata.uid"
+    namespace = md.get("namespace") if ref.kind == ModelKind.MODEL else None
+    repository = model_repository(namespace=namespace, name=ref.name, uid=uid)
     artifact = status.get("artifact") or {}
-    uri, digest = artifact.get("uri") or "", artifact.get("digest") or ""
-    if not _PINNED_URI.match(uri) or not uri.endswith("@" + digest):
-        return None, "status.artifact has no digest-pinned uri"
+    digest = artifact.get("digest") or ""
+    uri = f"{registry}/{repository}@{digest}"
+    if artifact_problem(artifact, f"{registry}/{repository}") is not None or not _PINNED_URI.match(uri):
+        return None, "status.artifact is not a digest-pinned artifact of its own repository"
     size = artifact.get("sizeBytes")
     family = (status.get("resolved") or {}).get("family") or ""
     return (

@@ -8,6 +8,7 @@ always fits: a truncated message is better than a lost result.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from lib.api.types import WorkerResult
@@ -50,3 +51,35 @@ def write(path: str, result: WorkerResult | dict[str, Any]) -> None:
 
 def error(reason: str, message: str, **extra: Any) -> dict[str, Any]:
     return {**extra, "error": {"reason": str(reason), "message": message}}
+
+
+# -- trusting a result -----------------------------------------------------------
+#
+# A result is read from objects in the Model's namespace, where the tenant can
+# create Pods and Jobs with any labels, ownerReferences and termination
+# messages. So a result is data to check, never a fact: its artifact must name
+# exactly the repository the hook derives for the object (lib.api.naming) and a
+# well-formed digest. docs/security.md lists what else is checked.
+
+SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MANIFEST_MEDIA_TYPES = frozenset({"application/vnd.oci.image.manifest.v1+json"})
+
+
+def artifact_problem(artifact: Any, destination: str) -> str | None:
+    """Why ``artifact`` is not a publish of ``destination`` (``REGISTRY/REPOSITORY``); None if it is."""
+    if not isinstance(artifact, dict):
+        return "artifact is not an object"
+    digest = artifact.get("digest")
+    if not isinstance(digest, str) or not SHA256_DIGEST.match(digest):
+        return "artifact.digest is not sha256:<64 hex>"
+    uri = artifact.get("uri")
+    # The messages never echo the values: a refused result is named, never copied.
+    if uri != f"{destination}@{digest}":
+        return f"artifact.uri is not {destination}@<its digest>"
+    media_type = artifact.get("mediaType")
+    if media_type is not None and media_type not in MANIFEST_MEDIA_TYPES:
+        return "artifact.mediaType is not an OCI image manifest"
+    size = artifact.get("sizeBytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        return "artifact.sizeBytes is not a non-negative integer"
+    return None

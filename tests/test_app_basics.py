@@ -8,7 +8,7 @@ from lib.config import Config
 
 @pytest.fixture
 def client():
-    return create_app(Config()).test_client()
+    return create_app(Config(signing_key=b"k" * 32)).test_client()
 
 
 def test_healthz(client):

@@ -14,9 +14,12 @@ import random
 import stat
 import struct
 import tarfile
+import time
+import tracemalloc
 import warnings
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -359,14 +362,120 @@ def test_member_and_total_size_caps(tmp_path):
 
 @pytest.mark.parametrize("kind", [ArchiveKind.TAR_GZ, ArchiveKind.TAR_ZST, ArchiveKind.ZIP])
 def test_compression_bomb(kind, tmp_path):
-    files = {"zeros.bin": bytes(8 << 20)}
+    files = {"zeros.bin": bytes(4 << 20)}
     data = make_zip(files) if kind == ArchiveKind.ZIP else make_tar(files, kind)
-    assert len(data) < (8 << 20) // 100
+    assert len(data) < (4 << 20) // 100
     with pytest.raises(ArchiveError, match="bomb") as e:
         walk_bytes(data, kind, tmp_path, Limits(ratio_floor=1 << 20, max_ratio=50))
     assert e.value.status == 413
-    # the same archive is fine under the default limits (the ratio is checked past 64 MiB)
+    # one rule for tar and zip: the whole archive, with the same limit names and words
+    assert e.value.message.startswith("the archive expands") and "over the 50x limit" in e.value.message
+    # the same archive is fine under the default limits (the archive's ratio is checked past
+    # 64 MiB; a zip member's past 4 MiB, and this one is exactly 4 MiB)
     assert walk_bytes(data, kind, tmp_path) == files
+
+
+ZERO_MIB = bytes(1 << 20)
+
+
+def zeros_zip(path: Path, zeros: dict[str, int], other: dict[str, bytes] | None = None) -> Path:
+    """A deflated zip of zero-filled members, written 1 MiB at a time (never a whole member in memory)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name, data in (other or {}).items():
+            zf.writestr(name, data)
+        for name, size in zeros.items():
+            with zf.open(name, "w") as f:
+                for _ in range(size >> 20):
+                    f.write(ZERO_MIB)
+    return path
+
+
+def drain_sizes(members: Iterator) -> dict[str, int]:
+    """Read every member to the end, keeping only its length (bounded memory)."""
+    return {m.path: sum(len(c) for c in m.chunks()) for m in members}
+
+
+@contextmanager
+def bounded(max_bytes: int, max_seconds: float) -> Iterator[None]:
+    """The block allocates at most ``max_bytes`` (tracemalloc peak) and takes at most ``max_seconds``."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        took = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak <= max_bytes, f"peak allocation {peak} bytes > {max_bytes}"
+    assert took <= max_seconds, f"took {took:.2f} s > {max_seconds} s"
+
+
+def test_zip_bomb_of_members_under_the_old_floor_is_refused_before_inflating(tmp_path):
+    """The finding: a ~260 KB zip of four 64 MiB zero members expanded to 256 MiB."""
+    bomb = zeros_zip(
+        tmp_path / "bomb.zip",
+        {f"model-0000{i}-of-00004.safetensors": 64 << 20 for i in range(1, 5)},
+        {"config.json": b'{"model_type": "llama"}'},
+    )
+    assert bomb.stat().st_size < 300_000
+    with bounded(4 << 20, 1.0), pytest.raises(ArchiveError) as e:
+        drain_sizes(walk_zip(str(bomb)))
+    assert e.value.status == 413
+    msg = e.value.message  # the first member already fails its own check (the archive's would too)
+    assert msg.startswith("member 'model-00001-of-00004.safetensors' expands") and "bomb" in msg
+    assert "over the 100x limit" in msg
+    assert "zip -0" in msg, "the message says what a user with genuine files can do"
+
+
+def test_zip_of_many_small_high_ratio_members_is_refused(tmp_path):
+    """Each 1 MiB member is under the per-member floor; together they are a bomb."""
+    bomb = zeros_zip(tmp_path / "many.zip", {f"shards/{i:03}.json": 1 << 20 for i in range(100)})
+    assert bomb.stat().st_size < 200_000
+    with bounded(4 << 20, 1.0), pytest.raises(ArchiveError, match="the archive expands .* bomb") as e:
+        drain_sizes(walk_zip(str(bomb)))
+    assert e.value.status == 413
+
+
+def test_zip_member_ratio_is_checked_for_members_under_64_mib(tmp_path):
+    weights = random.Random(1).randbytes(1 << 20)
+    # Zero-filled configs and placeholders up to the 4 MiB floor expand freely...
+    fine = zeros_zip(
+        tmp_path / "fine.zip",
+        {"config.json": 1 << 20, "tokenizer.json": 4 << 20},
+        {"model.safetensors": weights},
+    )
+    assert drain_sizes(walk_zip(str(fine))) == {
+        "model.safetensors": 1 << 20, "config.json": 1 << 20, "tokenizer.json": 4 << 20,
+    }  # fmt: skip
+    # ...a larger member may not, even when the whole archive's ratio is tame (9 MiB from 1 MiB).
+    hidden = zeros_zip(tmp_path / "hidden.zip", {"pad.bin": 8 << 20}, {"model.safetensors": weights})
+    with pytest.raises(ArchiveError) as e:
+        drain_sizes(walk_zip(str(hidden)))
+    assert e.value.status == 413
+    assert e.value.message.startswith("member 'pad.bin' expands") and "bomb" in e.value.message
+
+
+def test_zip_whole_archive_limit_that_exactly_fits_passes(tmp_path):
+    path = zeros_zip(tmp_path / "z.zip", {"a.bin": 2 << 20, "b.bin": 2 << 20})
+    total, size = 4 << 20, path.stat().st_size
+    exact = Limits(ratio_floor=total)
+    assert drain_sizes(walk_zip(str(path), exact)) == {"a.bin": 2 << 20, "b.bin": 2 << 20}
+    with pytest.raises(ArchiveError, match=f"the archive expands .* for more than {total - 1} bytes"):
+        drain_sizes(walk_zip(str(path), Limits(ratio_floor=total - 1)))
+    ratio = total / size
+    assert drain_sizes(walk_zip(str(path), Limits(ratio_floor=0, max_ratio=ratio + 0.01)))
+    with pytest.raises(ArchiveError, match="bomb"):
+        drain_sizes(walk_zip(str(path), Limits(ratio_floor=0, max_ratio=ratio - 0.01)))
+
+
+def test_zip_member_lying_about_its_compressed_size_is_refused(tmp_path):
+    """A compress_size claimed 50x too large would pass the ratio check; zipfile never notices the lie."""
+    path = zeros_zip(tmp_path / "lie.zip", {"pad.bin": 8 << 20})
+    data = _patch_central(path.read_bytes(), 0, 20, "<I", (8 << 20) // 50)  # compressed size
+    path.write_bytes(data)
+    with pytest.raises(ArchiveError, match="central directory") as e:
+        drain_sizes(walk_zip(str(path)))
+    assert e.value.status == 400
 
 
 def test_oversized_pax_header(tmp_path):

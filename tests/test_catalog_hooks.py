@@ -33,8 +33,9 @@ CRDS = {
 }
 SOURCE = "ModelCatalogSource.ai.deckhouse.io/v1alpha1"
 MODEL = "Model.ai.deckhouse.io/v1alpha1"
-SOURCE_CHILDREN = ("Job.batch/v1", "CronJob.batch/v1", "Secret.v1")
-SOURCE_RELATED = ("Pod.v1", "Secret.v1", MODEL)
+SOURCE_CHILDREN = ("Job.batch/v1", "Secret.v1", "ServiceAccount.v1", "Role.rbac.authorization.k8s.io/v1",
+                   "RoleBinding.rbac.authorization.k8s.io/v1")
+SOURCE_RELATED = ("Pod.v1", "Secret.v1", MODEL, "ClusterModel.ai.deckhouse.io/v1alpha1")
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 REV1, REV2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -294,30 +295,66 @@ def test_missing_or_invalid_auth_secret_and_bad_ca_fail_without_a_probe():
     assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "CatalogTLSInvalid"
 
 
-def test_credentials_are_copied_only_where_pending_catalog_models_need_them():
-    def m(name: str, ns: str, catalog: dict, status: dict | None = None) -> dict:
+def asking(name: str, ns: str, catalog: dict, *, phase: str = "Pending", reason: str = "Pending",
+           frozen: dict | None = None, attempt: int = 1) -> dict:
+    """A catalog Model whose status (written by the Model hooks) asks ``frozen['sourceName']`` to import."""
+    status = {"phase": phase, "attempt": attempt,
+              "conditions": [{"type": "Ready", "status": "False", "reason": reason, "message": "",
+                              "lastTransitionTime": hr.T0}]}
+    if frozen is not None:
+        status["source"] = {"resolvedType": "Catalog", "catalog": frozen}
+    if ns:
         return hr.model(name, ns, source={"catalog": catalog}, status=status)
+    return hr.cluster_model(name, source={"catalog": catalog}, status=status)
 
+
+def test_credentials_never_leave_the_module_namespace_imports_run_there():
+    """Tenancy finding 2: no copy of the catalog credential in a tenant namespace, for any Model."""
+    frozen = {**FROZEN}
     models = [
-        m("a", "ai-demo", {"name": "qwen3-8b", "sourceName": "dmz"}),
-        m("b", "team-b", {"name": "qwen3-8b", "sourceName": "dmz"}, {"phase": "Ready"}),
-        m("c", "team-c", {"name": "qwen3-8b"}),  # the only Ready source is used
-        m("d", "team-d", {"name": "qwen3-8b", "sourceName": "other"}),
-        m("e", "team-e", {"name": "x"}, {"phase": "Failed", "source": {"catalog": {"sourceName": "other"}}}),
-        hr.model("f", "team-f"),  # not a catalog model
-        m("g", "d8-ai-models", {"name": "qwen3-8b", "sourceName": "dmz"}),
+        asking("a", "ai-demo", {"name": "qwen3-8b", "sourceName": "dmz"}, frozen=frozen),
+        asking("b", "team-b", {"name": "qwen3-8b", "sourceName": "dmz"}, phase="Ready", reason="ArtifactPublished",
+               frozen=frozen),
+        asking("c", "team-c", {"name": "qwen3-8b"}, phase="Publishing", reason="Publishing", frozen=frozen,
+               attempt=3),
+        asking("d", "team-d", {"name": "qwen3-8b", "sourceName": "other"},
+               frozen={**frozen, "sourceName": "other"}),
+        # The review's reproduction: a name the catalog does not have (no frozen selection).
+        asking("e", "team-e", {"name": "does-not-exist", "sourceName": "dmz"}, phase="Failed",
+               reason="CatalogModelNotFound"),
+        asking("f", "team-f", {"name": "qwen3-8b", "sourceName": "dmz"}, reason="CatalogSourceNotReady",
+               frozen=frozen),  # refused in preflight: nothing to run
+        hr.model("g", "team-g"),  # not a catalog model
+        asking("h", "", {"name": "qwen3-8b"}, frozen=frozen),  # a ClusterModel
     ]
-    parent = source(status=ready_status())
-    a = src_sync(parent, related=[pull_secret(), *models])
-    assert set(secrets(a)) == {
-        ("d8-ai-models", "ai-catalog-auth-dmz"),
-        ("d8-ai-models", "ai-catalog-ca-dmz"),
-        ("ai-demo", "ai-catalog-auth-dmz"),
-        ("team-c", "ai-catalog-auth-dmz"),
-    }
-    # Not Ready: a Model without sourceName cannot pick this source, so no copy for it.
-    b = src_sync(source(status=failed_status("CatalogSourceNotReady")), related=[pull_secret(), *models])
-    assert ("team-c", "ai-catalog-auth-dmz") not in secrets(b) and ("ai-demo", "ai-catalog-auth-dmz") in secrets(b)
+    for parent in (source(status=ready_status()), source(status=failed_status("CatalogSourceNotReady"))):
+        a = src_sync(parent, related=[pull_secret(), *models])
+        assert {ns for ns, _ in secrets(a)} == {"d8-ai-models"}
+        assert {c["metadata"]["namespace"] for c in a["children"]} == {"d8-ai-models"}
+        by_uid = {j["metadata"]["labels"]["ai.deckhouse.io/model-uid"]: j for j in jobs(a).values()
+                  if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"}
+        wanted = {m["metadata"]["uid"]: m for m in models if m["metadata"]["name"] in ("a", "c", "h")}
+        assert set(by_uid) == set(wanted)
+        for uid, job in by_uid.items():
+            m = wanted[uid]
+            ns = m["metadata"].get("namespace")
+            repo = (f"ai-models/catalog/namespaced/{ns}/{m['metadata']['name']}/{uid}" if ns
+                    else f"ai-models/catalog/cluster/{m['metadata']['name']}/{uid}")
+            spec = job["spec"]["template"]["spec"]
+            args = spec["containers"][0]["args"]
+            assert args[args.index("--source") + 1] == f"oci://registry.dmz.example:5000/models/qwen3-8b@{D1}"
+            assert args[args.index("--destination") + 1] == f"dmcr.test:5000/{repo}"
+            assert job["metadata"]["labels"]["ai.deckhouse.io/attempt"] == str(m["status"]["attempt"])
+            vols = {v["name"]: v for v in spec["volumes"]}
+            assert vols["source-auth"]["secret"]["secretName"] == "ai-catalog-auth-dmz"
+            assert vols["source-ca"]["secret"]["secretName"] == "ai-catalog-ca-dmz"
+            # The push credential next to it grants exactly that model's repository.
+            reg = secrets(a)[("d8-ai-models", vols["registry-auth"]["secret"]["secretName"])]
+            conf = json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))
+            user = conf["auths"]["dmcr.test:5000"]["username"]
+            assert user.endswith(f"push;{repo}")
+        # Same-named Models in different namespaces get different objects (names from the UID).
+        assert len({j["metadata"]["name"] for j in by_uid.values()}) == len(by_uid)
 
 
 def test_source_sync_is_deterministic():
@@ -349,15 +386,9 @@ def test_plan_uses_the_only_ready_source_and_freezes_the_selection():
     assert p.error is None
     assert p.source_url == f"oci://registry.dmz.example:5000/models/qwen3-8b@{D1}"
     assert p.frozen == model_catalog.CatalogFrozen("dmz", REV1, D1, f"models/qwen3-8b@{D1}")
-    assert (p.auth_secret_name, p.auth_secret_namespace) == ("ai-catalog-auth-dmz", "ai-demo")
-    assert p.ca_bundle == PEM and p.insecure is False
     cluster = model_catalog.plan(cat_model({"name": "qwen3-8b"}, cluster=True),
                                  related_sources(source(status=ready_status())), CFG)
-    assert cluster.auth_secret_namespace == "d8-ai-models"
-    anon = model_catalog.plan(cat_model({"name": "qwen3-8b"}),
-                              related_sources(source(status=ready_status(), auth=False, insecure=True, ca=False)),
-                              CFG)
-    assert anon.auth_secret_name == "" and anon.insecure is True and anon.ca_bundle == ""
+    assert cluster.source_url == p.source_url and cluster.frozen == p.frozen
 
 
 def test_plan_refuses_none_ready_ambiguous_unknown_and_missing_names():
@@ -405,48 +436,85 @@ def test_frozen_import_waits_for_the_source_and_keeps_its_digest():
         assert p.frozen.as_status() == FROZEN and D1 in p.error.message
 
 
-def test_plan_waits_for_the_credential_copy_when_secrets_are_related():
-    rel = related_sources(source(status=ready_status()))
-    rel["Secret.v1"] = {}
-    p = model_catalog.plan(cat_model({"name": "qwen3-8b"}), rel, CFG)
-    assert p.error.reason == "CatalogSourceNotReady" and "ai-catalog-auth-dmz" in p.error.message
-    rel["Secret.v1"] = {"ai-demo/ai-catalog-auth-dmz": hr.secret("ai-catalog-auth-dmz", "ai-demo", {})}
-    assert model_catalog.plan(cat_model({"name": "qwen3-8b"}), rel, CFG).error is None
-
-
 # Through the Model hooks (hooks/model.py consumes the plan).
 
 
 def model_sync(parent: dict, children=(), related=()) -> dict:
     fn = hooks_model.clustermodel_sync if parent["kind"] == "ClusterModel" else hooks_model.model_sync
-    req = hr.sync_request(parent, children, related, related_types=("Pod.v1", SOURCE))
+    req = hr.sync_request(parent, children, related, related_types=("Pod.v1", "Job.batch/v1", SOURCE))
     answer = fn(req, CFG)
     errors = crd_validate.validate_status(CRDS[parent["kind"]], parent, answer["status"])
     assert [e for e in errors if e.startswith("status")] == [], errors
     return answer
 
 
+def import_job_for(model: dict, parent_source: dict | None = None) -> dict:
+    """The import Job the ModelCatalogSource controller runs for ``model`` (as its status asks)."""
+    a = src_sync(parent_source or source(status=ready_status()), related=[pull_secret(), model])
+    found = [j for j in jobs(a).values() if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"]
+    assert len(found) == 1, list(jobs(a))
+    return found[0]
+
+
 def test_model_hook_imports_the_frozen_digest_and_recovers_after_a_source_failure():
     parent = cat_model({"name": "qwen3-8b"})
     a = model_sync(parent, related=[source(status=ready_status())])
     assert a["status"]["source"]["catalog"] == FROZEN
-    job = hr.find_child(a, "Job")
+    assert a["children"] == []  # the import runs under the source, in the module namespace
+    assert a["status"]["phase"] == "Pending" and "'dmz'" in next(
+        c for c in a["status"]["conditions"] if c["type"] == "Ready")["message"]
+    p1 = hr.next_parent(parent, a)
+    job = import_job_for(p1)
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--source") + 1] == f"oci://registry.dmz.example:5000/models/qwen3-8b@{D1}"
-    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert vols["source-auth"]["secret"]["secretName"] == "ai-catalog-auth-dmz"
     # The source fails (rotated token): the Model shows it, starts nothing new, keeps the frozen digest.
-    p1 = hr.next_parent(parent, a)
     b = model_sync(p1, related=[source(status=failed_status("CatalogAuthFailed", "401"))])
     assert b["status"]["phase"] == "Failed"
     assert next(c for c in b["status"]["conditions"] if c["type"] == "Ready")["reason"] == "CatalogAuthFailed"
     assert b["status"]["source"]["catalog"] == FROZEN
-    # Fixed, and meanwhile the catalog moved on to a new revision: the same digest is imported.
     p2 = hr.next_parent(p1, b)
+    assert not [j for j in jobs(src_sync(source(status=failed_status("CatalogAuthFailed", "401")),
+                                         related=[pull_secret(), p2])).values()
+                if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"]
+    # Fixed, and meanwhile the catalog moved on to a new revision: the same digest is imported.
     c = model_sync(p2, related=[source(status=ready_status(REV2, [entry("qwen3-8b", D3)]))])
     assert c["status"]["phase"] in ("Pending", "Publishing") and c["status"]["source"]["catalog"] == FROZEN
-    args = hr.find_child(c, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    p3 = hr.next_parent(p2, c)
+    args = import_job_for(p3, source(status=ready_status(REV2, [entry("qwen3-8b", D3)])))[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--source") + 1].endswith(f"@{D1}")
+
+
+def test_model_hook_reads_the_import_from_the_module_namespace_and_checks_it():
+    parent = cat_model({"name": "qwen3-8b"})
+    src = source(status=ready_status())
+    p1 = hr.next_parent(parent, model_sync(parent, related=[src]))
+    job = import_job_for(p1)
+    dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{parent['metadata']['uid']}"
+    # A result that names another repository is ignored and named in the message.
+    other = "dmcr.test:5000/ai-models/catalog/namespaced/team-a/secret-model/0000"
+    obs, forged = finished(job, json.loads(hr.success_result(other)))
+    b = model_sync(p1, related=[src, obs, forged])
+    assert b["status"]["phase"] != "Ready" and "artifact" not in b["status"]
+    ready = next(c for c in b["status"]["conditions"] if c["type"] == "Ready")
+    assert "ignored worker results" in ready["message"] and forged["metadata"]["name"] in ready["message"]
+    # The real result: Ready, with the frozen selection kept.
+    obs, pod = finished(job, json.loads(hr.success_result(dest, resolved_type="Catalog")))
+    c = model_sync(p1, related=[src, obs, pod])
+    assert c["status"]["phase"] == "Ready" and c["status"]["artifact"]["uri"].startswith(dest + "@")
+    assert c["status"]["source"]["catalog"] == FROZEN
+    # Once Ready, the source stops running the import.
+    assert not [j for j in jobs(src_sync(src, related=[pull_secret(), hr.next_parent(p1, c)])).values()
+                if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"]
+
+
+def test_model_customize_relates_its_import_in_the_module_namespace():
+    req = hr.customize_request(cat_model({"name": "qwen3-8b"}))
+    rules = hooks_model.model_customize(req, CFG)["relatedResources"]
+    uid = req["parent"]["metadata"]["uid"]
+    mine = {"matchLabels": {"ai.deckhouse.io/model-uid": uid}}
+    assert {"apiVersion": "batch/v1", "resource": "jobs", "namespace": "d8-ai-models", "labelSelector": mine} in rules
+    assert {"apiVersion": "v1", "resource": "pods", "namespace": "d8-ai-models", "labelSelector": mine} in rules
 
 
 def test_model_hook_two_ready_sources_without_name_is_failed_ambiguous():

@@ -118,9 +118,15 @@ def test_the_tree_has_every_part_of_the_module():
     assert len({ident(o) for o in OBJECTS}) == len(OBJECTS), "an object is emitted twice"
 
 
+# Optional kustomizations applied on their own (docs/install.md), rendered here like the tree.
+OPTIONAL = ("upload-ingress",)
+
+
 def test_every_manifest_under_deploy_is_part_of_the_tree():
     seen: set[Path] = set()
     list(render(DEPLOY, seen))
+    for extra in OPTIONAL:
+        assert list(render(DEPLOY / extra, seen)), extra
     shipped = {p.resolve() for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml", ".env")}
     assert shipped - seen == set(), "manifests no kustomization includes (dead files or a missing entry)"
     for base in ("crds", "metacontroller"):
@@ -394,12 +400,14 @@ def test_each_listener_holds_exactly_the_keys_its_routes_need(container):
 
 def test_the_configuration_loads_and_agrees_with_dmcr(tmp_path):
     env = _container_env(CONTAINERS["token"])
-    (tmp_path / "key").write_bytes(b"signing-key-material\n")
+    (tmp_path / "signing").mkdir()
+    (tmp_path / "signing" / "key").write_bytes(b"signing-key-material-0123456789abcdef\n")
     (tmp_path / "tls.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
-    env["AI_MODELS_SIGNING_KEY_FILE"] = str(tmp_path / "key")
+    env["AI_MODELS_SIGNING_KEY_FILE"] = str(tmp_path / "signing" / "key")
+    env["AI_MODELS_SIGNING_KEYS_DIR"] = str(tmp_path / "signing")
     env["AI_MODELS_TOKEN_KEY_FILE"] = str(tmp_path / "tls.key")
     cfg = Config.from_env(env)
-    assert cfg.signing_key == b"signing-key-material" and cfg.signing_key != Config().signing_key
+    assert cfg.signing_key == b"signing-key-material-0123456789abcdef" and Config().signing_key is None
     assert cfg.registry == "dmcr.d8-ai-models.svc:5000" and not cfg.registry_insecure
     assert cfg.registry_gc_window == "03:00-03:30"
     assert cfg.namespace == get("Namespace", "d8-ai-models")["metadata"]["name"]
@@ -517,7 +525,8 @@ def test_only_metacontroller_reaches_the_listener_that_derives_credentials():
         if "token" in _routes(c):
             assert peers == [{"namespaceSelector": {}}], "workers and init containers of every namespace"
         if "webhook" in _routes(c):
-            assert peers is None, "the API server may come from outside the pod network"
+            # The API server's addresses only (a configurable ipBlock, docs/install.md).
+            assert peers and all(set(p) == {"ipBlock"} for p in peers), "the API server's addresses only"
     # The namespace Metacontroller's own ServiceAccount lives in (rbac/metacontroller.yaml).
     [subject] = get("ClusterRoleBinding", "ai-models:metacontroller")["subjects"]
     assert subject["namespace"] == "metacontroller"
@@ -544,7 +553,7 @@ def test_each_listener_answers_only_its_routes(container):
 
     c = CONTAINERS[container]
     routes = _routes(c)
-    client = create_app(Config(), routes=sorted(routes)).test_client()
+    client = create_app(Config(signing_key=b"k" * 32), routes=sorted(routes)).test_client()
     probes = {"metacontroller": ("POST", "/hooks/model/sync"), "webhook": ("POST", "/webhooks/workload/mutate"),
               "token": ("GET", "/registry/token")}
     for group, (method, path) in probes.items():
@@ -557,7 +566,7 @@ def test_upload_policy_matches_the_upload_jobs_the_hooks_emit():
     from hooks import model as hooks_model
     from tests.support import hookreq as hr
 
-    cfg = Config()
+    cfg = Config(signing_key=b"k" * 32)
     answer = hooks_model.clustermodel_sync(hr.sync_request(hr.cluster_model(source={"upload": {}})), cfg)
     [job] = [c for c in answer["children"] if c["kind"] == "Job"]
     assert job["metadata"]["namespace"] == cfg.namespace  # ClusterModel uploads run in the module namespace

@@ -220,7 +220,7 @@ def test_tampered_credential_gets_nothing(dmcr):
 def test_credential_of_another_installation_gets_nothing(dmcr):
     name = repo()
     layer, _ = publish_artifact(dmcr, name)
-    _nothing(dmcr, credentials.publish_credential(b"another-signing-key", name), name, layer)
+    _nothing(dmcr, credentials.publish_credential(b"another-signing-key" * 2, name), name, layer)
 
 
 def test_expired_token_is_refused_by_the_registry(dmcr):

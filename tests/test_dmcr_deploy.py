@@ -177,6 +177,7 @@ def test_make_secrets_renders_valid_objects(secrets_dir):
     docs = [d for d in yaml.safe_load_all((secrets_dir / "secrets.yaml").read_text()) if d]
     assert {(d["kind"], d["metadata"]["name"]) for d in docs} == {
         ("Secret", "dmcr-tls"), ("Secret", "dmcr-token-signer"), ("Secret", "dmcr-http-secret"), ("ConfigMap", "dmcr-ca"),
+        ("Secret", "ai-models-signing-key"),
     }
     for d in docs:
         assert d["metadata"]["namespace"] == "ai-test"

@@ -239,6 +239,11 @@ def test_catalog_model_imports_the_frozen_digest(module, registry, tmp_path):
     src = m.cluster.get("ModelCatalogSource", "dmz")
     assert src["status"]["phase"] == "Ready", src["status"]
     m.apply(model("qwen3-8b", {"catalog": {"name": "qwen3-8b"}}))
+    # The import runs under the source, in the module namespace; nothing of it in the tenant's.
+    uid = m.cluster.get("Model", "qwen3-8b", NS)["metadata"]["uid"]
+    assert m.run_until(
+        lambda: m.cluster.list("Job", "d8-ai-models", {"ai.deckhouse.io/model-uid": uid}), timeout=60)
+    assert not m.cluster.list("Job", NS, {"ai.deckhouse.io/model-uid": uid})
     obj = wait_phase(m, "qwen3-8b", ("Ready", "Failed"))
     st = obj["status"]
     assert st["phase"] == "Ready", st
@@ -247,6 +252,10 @@ def test_catalog_model_imports_the_frozen_digest(module, registry, tmp_path):
     assert st["source"]["catalog"]["catalogRevision"] == src["status"]["catalogRevision"]
     # The local copy is the same artifact, byte for byte.
     assert st["artifact"]["digest"] == remote
+    # Ready: the source stopped running the import, and no catalog object was ever in the tenant's namespace.
+    assert m.run_until(
+        lambda: not m.cluster.list("Job", "d8-ai-models", {"ai.deckhouse.io/model-uid": uid}), timeout=30)
+    assert not [s for s in m.cluster.list("Secret", NS) if s["metadata"]["name"].startswith("ai-catalog")]
 
 
 def test_an_expired_upload_session_is_replaced_by_a_fresh_one(tmp_path, hub):

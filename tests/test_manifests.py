@@ -363,7 +363,10 @@ MODEL_CHILDREN = {
     [
         ("models", MODEL_CHILDREN),
         ("clustermodels", MODEL_CHILDREN),
-        ("modelcatalogsources", {("batch/v1", "jobs"), ("v1", "secrets")}),
+        # Probes and the catalog imports (module namespace): Jobs, credentials, the workers' RBAC.
+        ("modelcatalogsources", {("batch/v1", "jobs"), ("v1", "secrets"), ("v1", "serviceaccounts"),
+                                 ("rbac.authorization.k8s.io/v1", "roles"),
+                                 ("rbac.authorization.k8s.io/v1", "rolebindings")}),
     ],
 )
 def test_child_resources_and_update_strategies(plural, required):

@@ -177,7 +177,7 @@ def test_ollama_clustermodel_children_live_in_module_namespace():
 
 
 def test_insecure_registry_flag_is_passed():
-    a = sync(hr.model(), config=Config(registry="r:5000", registry_insecure=True))
+    a = sync(hr.model(), config=Config(registry="r:5000", registry_insecure=True, signing_key=CFG.signing_key))
     assert (
         "--insecure-registry" in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hooks.app import create_app
-from lib.api.naming import derive_secret
+from lib import credentials
 from tests.support import hookreq as hr
 from tests.test_model_hooks import CFG, check
 
@@ -72,7 +72,7 @@ def _free_port() -> int:
 @pytest.fixture
 def gunicorn(tmp_path):
     key = tmp_path / "signing.key"
-    key.write_bytes(b"gunicorn-test-signing-key")
+    key.write_bytes(b"gunicorn-test-signing-key-0123456789")
     port = _free_port()
     env = {
         **os.environ,
@@ -102,7 +102,7 @@ def gunicorn(tmp_path):
     else:
         proc.kill()
         pytest.fail(f"gunicorn did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-    yield port, b"gunicorn-test-signing-key"
+    yield port, b"gunicorn-test-signing-key-0123456789"
     proc.terminate()
     try:
         proc.wait(10)
@@ -130,7 +130,7 @@ def test_upload_session_through_gunicorn(gunicorn):
     assert {c["metadata"]["namespace"] for c in answer["children"]} == {"mod-ns"}
     secret = hr.find_child(answer, "Secret", "ai-clustermodel-upload-")
     token = base64.b64decode(secret["data"]["token"]).decode()
-    assert token == derive_secret(key, "upload", f"{parent['metadata']['uid']}:0")  # the service's own key
+    assert token == credentials.upload_token(key, parent["metadata"]["uid"], 0)  # the service's own key
     job = hr.find_child(answer, "Job")
     assert "dmcr.example:5000/ai-models/catalog/cluster/shared/" in json.dumps(job)
     conn.request(

@@ -7,7 +7,7 @@ import base64
 import kubernetes_validate
 
 from hooks import model as hooks_model
-from lib.api.naming import derive_secret
+from lib import credentials
 from lib.api.types import LABEL_MODEL_UID
 from lib.config import Config
 from tests.support import hookreq as hr
@@ -46,7 +46,7 @@ def test_upload_session_children_and_status():
     assert set(data) == {"url", "token"}
     assert data["url"] == "http://ai-model-upload-uploaded-model.ai-demo.svc:8080/upload"
     uid = parent["metadata"]["uid"]
-    assert data["token"] == derive_secret(CFG.signing_key, "upload", f"{uid}:0")
+    assert data["token"] == credentials.upload_token(CFG.signing_key, uid, 0)
 
     role = hr.find_child(a, "Role", "ai-model-upload-reader-")
     assert role["metadata"]["name"] == "ai-model-upload-reader-uploaded-model"
@@ -170,7 +170,8 @@ def test_upload_with_external_base_gets_ingress_and_external_url():
     )
     a = sync(upload_model(), config=cfg)
     data = decoded(hr.find_child(a, "Secret", "ai-model-upload-"))
-    assert data["url"] == "https://upload.example.com/ai-models/upload/ai-demo/uploaded-model"
+    uid = upload_model()["metadata"]["uid"]
+    assert data["url"] == f"https://upload.example.com/ai-models/upload/model/ai-demo/uploaded-model/{uid}"
     assert data["inClusterURL"].startswith("http://ai-model-upload-uploaded-model.ai-demo.svc:")
     ing = hr.find_child(a, "Ingress")
     kubernetes_validate.validate(ing, "1.33", strict=True)
@@ -211,3 +212,4 @@ def test_upload_without_creation_timestamp_is_bad_input():
     parent = upload_model(created="")
     with pytest.raises(HookInputError):
         hooks_model.model_sync(hr.sync_request(parent), CFG)
+

@@ -267,6 +267,7 @@ CHECKED = {
     "lib/credentials.py": "verify",
     "hooks/token.py": "issue",
     "jobs/upload_server.py": None,
+    "lib/signing_keys.py": None,
 }
 SECRET_WORDS = ("token", "password", "passwd", "secret", "signature", "mac", "digest_of", "expected", "key")
 

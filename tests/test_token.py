@@ -40,7 +40,7 @@ def cert_pem(key_pem: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def config(key_pem: bytes) -> Config:
-    return Config(signing_key=b"unit-signing-key", token_key_pem=key_pem)
+    return Config(signing_key=b"unit-signing-key-0123456789abcdef", token_key_pem=key_pem)
 
 
 def basic(user: str, password: str) -> str:
@@ -112,9 +112,9 @@ def test_certificate_key_ids_lists_every_certificate_in_a_bundle(key_pem, cert_p
 
 def test_rsa_key_signs_rs256():
     key = registry_token.generate_signing_key("rsa")
-    cfg = Config(signing_key=b"k", token_key_pem=key)
+    cfg = Config(signing_key=b"k" * 32, token_key_pem=key)
     cert = registry_token.self_signed_certificate(key, now=dt.datetime.now(dt.UTC))
-    status, body, _ = ask(cfg, credentials.pull_credential(b"k", [REPO]), [f"repository:{REPO}:pull"])
+    status, body, _ = ask(cfg, credentials.pull_credential(b"k" * 32, [REPO]), [f"repository:{REPO}:pull"])
     assert status == 200
     assert registry_token.decode_unverified(body["token"])[0]["alg"] == "RS256"
     claims = registry_token.verify(body["token"], cert_pem=cert, audience="dmcr", issuer="ai-models", now=NOW)
@@ -122,8 +122,8 @@ def test_rsa_key_signs_rs256():
 
 
 def test_issuer_and_service_come_from_config(key_pem):
-    cfg = Config(signing_key=b"k", token_key_pem=key_pem, token_service="reg-x", token_issuer="iss-y")
-    cred = credentials.pull_credential(b"k", [REPO])
+    cfg = Config(signing_key=b"k" * 32, token_key_pem=key_pem, token_service="reg-x", token_issuer="iss-y")
+    cred = credentials.pull_credential(b"k" * 32, [REPO])
     assert ask(cfg, cred, [], service="dmcr")[0] == 400
     status, body, _ = ask(cfg, cred, [], service="reg-x")
     claims = registry_token.decode_unverified(body["token"])[1]
@@ -210,7 +210,7 @@ def test_tampered_username_gets_401(config):
 
 
 def test_credential_from_another_signing_key_gets_401(config):
-    cred = credentials.publish_credential(b"some-other-key", REPO)
+    cred = credentials.publish_credential(b"some-other-key" * 3, REPO)
     _assert_refused(*ask(config, cred, [f"repository:{REPO}:pull"]), password=cred[1])
 
 
@@ -333,8 +333,8 @@ def test_malformed_read_only_window_is_refused(window):
 
 
 def test_no_push_tokens_in_the_gc_window(key_pem):
-    cfg = WindowConfig(signing_key=b"k", token_key_pem=key_pem, registry_gc_window="03:00-03:30")
-    push = credentials.publish_credential(b"k", REPO)
+    cfg = WindowConfig(signing_key=b"k" * 32, token_key_pem=key_pem, registry_gc_window="03:00-03:30")
+    push = credentials.publish_credential(b"k" * 32, REPO)
     status, body, headers = ask(cfg, push, [f"repository:{REPO}:pull,push"], now=at("03:10:00"))
     assert status == 503 and "token" not in body and "garbage collection" in body["error"]
     assert headers["Retry-After"] == "1200"
@@ -342,8 +342,8 @@ def test_no_push_tokens_in_the_gc_window(key_pem):
     assert ask(cfg, push, [f"repository:{REPO}:pull,push"], now=at("03:30:00"))[0] == 200
     # pulls and deletes go on inside the window
     for cred, scope in [
-        (credentials.pull_credential(b"k", [REPO]), f"repository:{REPO}:pull"),
-        (credentials.cleanup_credential(b"k", REPO), f"repository:{REPO}:delete"),
+        (credentials.pull_credential(b"k" * 32, [REPO]), f"repository:{REPO}:pull"),
+        (credentials.cleanup_credential(b"k" * 32, REPO), f"repository:{REPO}:delete"),
         (push, f"repository:{REPO}:pull"),
     ]:
         status, body, _ = ask(cfg, cred, [scope], now=at("03:10:00"))
@@ -351,6 +351,6 @@ def test_no_push_tokens_in_the_gc_window(key_pem):
 
 
 def test_malformed_window_is_503(key_pem):
-    cfg = WindowConfig(signing_key=b"k", token_key_pem=key_pem, registry_gc_window="nightly")
-    status, body, _ = ask(cfg, credentials.pull_credential(b"k", [REPO]), [], now=NOW)
+    cfg = WindowConfig(signing_key=b"k" * 32, token_key_pem=key_pem, registry_gc_window="nightly")
+    status, body, _ = ask(cfg, credentials.pull_credential(b"k" * 32, [REPO]), [], now=NOW)
     assert status == 503 and "window" in body["error"]

@@ -9,7 +9,6 @@ for the edge cases, and then checks the artifact in the registry.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -29,6 +28,7 @@ import pytest
 import requests
 import zstandard
 
+from jobs import cli
 from jobs.upload_server import run_session
 from lib.oci.client import RegistryClient
 from lib.oci.errors import NotFound
@@ -40,6 +40,7 @@ from tests.support.models import (
     truncate_copy,
 )
 from tests.support.registry import RegistryServer, free_port
+from tests.test_archive import zeros_zip
 
 TOKEN = "upload-token-" + "x" * 20
 
@@ -68,7 +69,9 @@ class Server:
 def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
-    def make(*, expires_in: float | None = None, max_spool: int = 1 << 30) -> Server:
+    def make(
+        *, expires_in: float | None = None, max_spool: int = 1 << 30, max_upload: int | None = None
+    ) -> Server:
         n = len(servers)
         port = free_port()
         repo = f"ai-models/catalog/namespaced/test/upload-{uuid.uuid4().hex[:8]}/{uuid.uuid4()}"
@@ -76,18 +79,21 @@ def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
         expires = ""
         if expires_in is not None:
             expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat().replace("+00:00", "Z")
-        args = argparse.Namespace(
-            destination=f"{registry.host}/{repo}",
-            listen=f"127.0.0.1:{port}",
-            token_file=str(tmp_path / "token"),
-            registry_auth_file=None,
-            registry_ca_file=None,
-            insecure_registry=True,
-            result_file=str(tmp_path / f"result{n}.json"),
-            scratch_dir=str(tmp_path / f"scratch{n}"),
-            expires_at=expires,
-            max_spool_bytes=max_spool,
-        )
+        # The real command line, as the hooks build it.
+        argv = [
+            "upload-server",
+            "--destination", f"{registry.host}/{repo}",
+            "--listen", f"127.0.0.1:{port}",
+            "--token-file", str(tmp_path / "token"),
+            "--insecure-registry",
+            "--result-file", str(tmp_path / f"result{n}.json"),
+            "--scratch-dir", str(tmp_path / f"scratch{n}"),
+            "--expires-at", expires,
+            "--max-spool-bytes", str(max_spool),
+        ]  # fmt: skip
+        if max_upload is not None:
+            argv += ["--max-upload-bytes", str(max_upload)]
+        args = cli.parser().parse_args(argv)
         stop, rc = threading.Event(), {}
         t = threading.Thread(target=lambda: rc.setdefault("rc", run_session(args, stop=stop)), daemon=True)
         t.start()
@@ -395,6 +401,9 @@ def hostile_uploads(tmp_path: Path, st_model: Path) -> dict[str, tuple[Path, str
     tar_gz.write_bytes(tar_bytes(st_model, "gz"))
     bare = tmp_path / "model.safetensors"
     bare.write_bytes((st_model / "model.safetensors").read_bytes())
+    # ~260 KB → 256 MiB, and 100 members each under the per-member floor that add up to a bomb
+    zip_bomb = zeros_zip(tmp_path / "zip-bomb.zip", {f"w{i}.safetensors": 64 << 20 for i in range(4)})
+    many_small = zeros_zip(tmp_path / "many.zip", {f"c{i}.json": 1 << 20 for i in range(100)})
     return {
         "traversal": (
             _tar_with(tmp_path, st_model, _member("../../evil.json", data=b"{}")),
@@ -430,6 +439,8 @@ def hostile_uploads(tmp_path: Path, st_model: Path) -> dict[str, tuple[Path, str
         "nested": (_tar_with(tmp_path, nested_dir, lambda tf: None), "b.tar", 400, "nested"),
         "member-count": (_tar_with(tmp_path, st_model, _many), "b.tar", 400, "members"),
         "bomb": (bomb, "bomb.tar.zst", 413, "bomb"),
+        "zip-bomb": (zip_bomb, "b.zip", 413, "bomb"),
+        "zip-many-small": (many_small, "b.zip", 413, "the archive expands"),
         "lying-safetensors": (_tar_with(tmp_path, lying, lambda tf: None), "b.tar", 422, "model.safetensors"),
         "cut-gguf": (cut_gguf, "", 422, ""),
         "magic-mismatch": (tar_gz, "b.zip", 400, "should be a zip"),
@@ -633,3 +644,172 @@ def test_both_framings_are_refused(start):
     )
     assert s.recv(65536).startswith(b"HTTP/1.1 400")
     s.close()
+
+
+# ---------------------------------------------------------------- --max-upload-bytes
+
+
+def _answer(s: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """One response read until the server closes: status, headers (lower-case names), JSON body."""
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body) if body else {}
+
+
+def _raw_put(port: int, headers: str, body: bytes = b"") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(
+        f"PUT /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{headers}\r\n".encode() + body
+    )
+    return s
+
+
+def _chunks(data: bytes, size: int = 64 << 10) -> list[bytes]:
+    """``data`` as HTTP/1.1 chunks of ``size`` bytes (without the final zero chunk)."""
+    return [
+        f"{len(data[i : i + size]):x}\r\n".encode() + data[i : i + size] + b"\r\n"
+        for i in range(0, len(data), size)
+    ]
+
+
+def _state(url: str) -> tuple[str, int]:
+    r = requests.head(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    return r.headers["Upload-State"], int(r.headers["Upload-Offset"])
+
+
+def _limit_message(body: dict, limit: int) -> str:
+    err = body["error"]
+    assert err["reason"] == "UploadRejected"
+    assert f"at most {limit} bytes" in err["message"] and "AI_MODELS_UPLOAD_MAX_BYTES" in err["message"]
+    return err["message"]
+
+
+def test_max_upload_bytes_flag():
+    base = ["upload-server", "--destination", "r/x", "--listen", "127.0.0.1:1", "--token-file", "t"]
+    assert cli.parser().parse_args(base).max_upload_bytes == 1 << 40
+    assert cli.parser().parse_args([*base, "--max-upload-bytes", "0"]).max_upload_bytes == 0  # no limit
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args([*base, "--max-upload-bytes", "-1"])
+
+
+def test_content_length_over_the_limit_is_refused_before_the_body(start, client, tmp_path):
+    gguf = make_gguf(tmp_path / "model.gguf")
+    limit = gguf.stat().st_size
+    srv = start(max_upload=limit)
+    # curl's large-file way: Expect: 100-continue. The 413 comes instead of the 100.
+    s = _raw_put(srv.port, f"Content-Length: {limit + 1}\r\nExpect: 100-continue\r\n")
+    status, _, body = _answer(s)
+    assert status == 413
+    assert f"the upload is {limit + 1} bytes" in _limit_message(body, limit)
+    # 2 GB sent without waiting: answered at once, and the connection closed instead of read
+    s = _raw_put(srv.port, "Content-Length: 2147483648\r\n")
+    t0 = time.monotonic()
+    assert s.recv(65536).startswith(b"HTTP/1.1 413")
+    sent = 0
+    with pytest.raises(OSError):
+        while time.monotonic() - t0 < 20:
+            s.sendall(bytes(1 << 20))
+            sent += 1 << 20
+    assert sent < 64 << 20
+    s.close()
+    # the size from Content-Range, and the real curl
+    r = put(srv.url, b"GGUF", headers={"Content-Range": f"bytes 0-3/{limit + 1}"})
+    assert r.status_code == 413 and _limit_message(r.json(), limit)
+    over = tmp_path / "over.gguf"
+    over.write_bytes(gguf.read_bytes() + b"\0")
+    p = curl(over, srv.url)
+    assert curl_status(p) == 413, p.stdout
+    assert _state(srv.url) == ("idle", 0)
+    assert_nothing_published(client, srv.repo)
+    curl_ok(gguf, srv.url)  # exactly the limit
+    assert srv.wait() == 0
+
+
+def test_chunked_upload_over_the_limit_is_dropped_and_the_session_goes_on(start, client, tmp_path):
+    big = make_gguf(tmp_path / "big.gguf", tensor_elems=1 << 16).read_bytes()  # 512 KiB
+    limit = 200_000
+    srv = start(max_upload=limit)
+    s = _raw_put(srv.port, "Transfer-Encoding: chunked\r\n")
+    for piece in _chunks(big)[:4]:  # 4 x 64 KiB: the 4th crosses the limit
+        s.sendall(piece)
+    status, _, body = _answer(s)
+    assert status == 413
+    _limit_message(body, limit)
+    assert _state(srv.url) == ("idle", 0), "the upload is dropped, the session waits"
+    assert_nothing_published(client, srv.repo)
+    good = make_gguf(tmp_path / "model.gguf")
+    p = subprocess.run(
+        f'curl -fsS -H "Authorization: Bearer {TOKEN}" -T - "{srv.url}" < {good}',
+        shell=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert layers(client, srv.repo, json.loads(p.stdout))["model.gguf"]["digest"] == sha(good)
+    assert srv.wait() == 0
+
+
+def test_resumed_parts_count_toward_the_limit(start, client, tmp_path):
+    """No size announced up front: each resumed part is checked as offset + part."""
+    big = make_gguf(tmp_path / "big.gguf", tensor_elems=1 << 16).read_bytes()
+    limit, held = 300_000, 128 << 10
+    srv = start(max_upload=limit)
+    # a chunked upload (no total) cut after 128 KiB: interrupted, resumable
+    s = _raw_put(srv.port, "Transfer-Encoding: chunked\r\n")
+    for piece in _chunks(big[:held]):
+        s.sendall(piece)
+    time.sleep(0.2)
+    s.close()
+    deadline = time.monotonic() + 10
+    while _state(srv.url) != ("interrupted", held):
+        assert time.monotonic() < deadline, _state(srv.url)
+        time.sleep(0.05)
+    # a part whose headers say it ends past the limit: refused before its body; the upload stays
+    part = 200_000
+    s = _raw_put(
+        srv.port,
+        f"Content-Range: bytes {held}-{held + part - 1}/*\r\nContent-Length: {part}\r\nExpect: 100-continue\r\n",
+    )
+    status, headers, body = _answer(s)
+    assert status == 413 and headers["upload-offset"] == str(held)
+    assert f"the upload is {held + part} bytes" in _limit_message(body, limit)
+    assert _state(srv.url) == ("interrupted", held)
+    # a chunked part (no end announced): counted as it arrives, the upload dropped past the limit
+    s = _raw_put(srv.port, f"Content-Range: bytes {held}-*/*\r\nTransfer-Encoding: chunked\r\n")
+    for piece in _chunks(big[held:])[:3]:  # 128 + 3 x 64 KiB = 320 KiB > 300,000
+        s.sendall(piece)
+    status, _, body = _answer(s)
+    assert status == 413
+    _limit_message(body, limit)
+    assert _state(srv.url) == ("idle", 0)
+    assert_nothing_published(client, srv.repo)
+    curl_ok(make_gguf(tmp_path / "model.gguf"), srv.url)
+    assert srv.wait() == 0
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_upload_that_exactly_fits_the_limit_passes(framing, start, client, tmp_path):
+    gguf = make_gguf(tmp_path / "model.gguf", tensor_elems=1 << 16)
+    srv = start(max_upload=gguf.stat().st_size)
+    source = [str(gguf), srv.url] if framing == "content-length" else ["-", srv.url]
+    p = subprocess.run(
+        ["curl", "-fsS", "-H", f"Authorization: Bearer {TOKEN}", "-T", *source],
+        stdin=gguf.open("rb"), capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert layers(client, srv.repo, json.loads(p.stdout))["model.gguf"]["digest"] == sha(gguf)
+    assert srv.wait() == 0
+
+
+def test_conflicting_content_lengths_are_refused(start, client):
+    """Two lengths: a proxy could frame (and size-check) by one while we read by the other."""
+    srv = start(max_upload=1000)
+    for first, second in ((10, 5000), (5000, 10)):
+        s = _raw_put(srv.port, f"Content-Length: {first}\r\nContent-Length: {second}\r\n", b"GGUF" + bytes(6))
+        status, _, body = _answer(s)
+        assert status == 400 and "more than once" in body["error"]["message"]
+    assert _state(srv.url) == ("idle", 0)
+    assert_nothing_published(client, srv.repo)

@@ -32,7 +32,7 @@ def hook_service(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hooks")
     certs = make_ca_and_cert(tmp / "certs")
     key = tmp / "signing.key"
-    key.write_text("test-signing-key\n")
+    key.write_text("test-signing-key-0123456789abcdef\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AI_MODELS_")}
     env.update({

@@ -295,7 +295,7 @@ def test_user_init_containers_and_sidecars_keep_their_place(client):
 
 def test_insecure_registry_flag_follows_config():
     obj = workload(model_names="m")
-    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
+    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"), CONFIG.registry)
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
     for insecure in (False, True):
         m = delivery.mutate_object(obj, Config(registry_insecure=insecure))
@@ -314,7 +314,7 @@ def test_insecure_registry_flag_follows_config():
 )
 def test_registry_ca_reaches_the_init_container(ca, insecure, flags, items):
     obj = workload(model_names="m")
-    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
+    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"), CONFIG.registry)
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
     m = delivery.mutate_object(obj, Config(registry_ca_pem=ca, registry_insecure=insecure))
     spec = pod_spec(jsonpatch.apply_patch(obj, m.patch))
@@ -372,7 +372,7 @@ def test_malformed_reviews_are_400(client, body):
 def test_malformed_objects_are_left_to_api_validation(client, breakage):
     """Mutating admission runs before validation: never a 500, never a crash on odd objects."""
     obj = workload(model_names="m")
-    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"))
+    resolved = delivery.resolve([delivery.ModelRef(delivery.ModelKind.MODEL, "m")], lambda r: model("m"), CONFIG.registry)
     obj["metadata"]["annotations"][ANNOTATION_RESOLUTION] = delivery.encode_resolution(resolved)
     breakage(obj["spec"]["template"]["spec"])
     rv = review(obj)

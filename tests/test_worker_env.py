@@ -137,7 +137,7 @@ def test_worker_entry_point_is_what_the_hooks_emit():
     from hooks import model as hooks_model
     from tests.support import hookreq as hr
 
-    children = hooks_model.model_sync(hr.sync_request(hr.model()), Config())["children"]
+    children = hooks_model.model_sync(hr.sync_request(hr.model()), Config(signing_key=b"k" * 32))["children"]
     [job] = [c for c in children if c["kind"] == "Job"]
     for c in job["spec"]["template"]["spec"]["containers"]:
         assert c["command"][:3] == ["python", "-m", "jobs"]

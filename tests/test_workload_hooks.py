@@ -15,7 +15,7 @@ from lib import credentials, delivery
 from lib.config import Config
 from lib.delivery import ANNOTATION_BLOCKED, ANNOTATION_RESOLUTION
 
-CONFIG = Config(registry="dmcr.test:5000", signing_key=b"test-signing-key")
+CONFIG = Config(registry="dmcr.test:5000", signing_key=b"test-signing-key" * 2)
 K8S = "1.37"
 DECORATOR_RESPONSE_KEYS = {"labels", "annotations", "status", "attachments", "resyncAfterSeconds", "finalized"}
 CONTROLLER = {
@@ -338,7 +338,7 @@ def test_registry_ca_travels_in_the_pull_secret():
     from hooks import workload as hook
 
     pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    cfg = Config(registry="dmcr.test:5000", signing_key=b"k", registry_ca_pem=pem)
+    cfg = Config(registry="dmcr.test:5000", signing_key=b"k" * 32, registry_ca_pem=pem)
     resp = hook.sync({"controller": CONTROLLER, "object": workload(model_names="m"),
                       "related": related(model("m"))}, cfg)
     assert base64.b64decode(resp["attachments"][0]["data"]["ca.crt"]) == pem

@@ -20,10 +20,12 @@ def model_repository(*, namespace: str | None, name: str, uid: str) -> str:
 
 
 def derive_secret(key: bytes, purpose: str, identity: str, length: int = 32) -> str:
-    """A stable secret for (purpose, identity): hex HMAC-SHA256 under the signing key.
+    """A stable secret for (purpose, identity): hex HMAC-SHA256 under ``key``.
 
     ``purpose`` separates domains (an upload token can never be replayed as a
-    registry credential for the same UID).
+    registry credential for the same UID). The primitive only: credentials and
+    upload tokens go through ``lib.credentials.sign``, which picks the current
+    key of the set and binds its key id into the MAC.
     """
     mac = hmac.new(key, f"{purpose}\x00{identity}".encode(), hashlib.sha256)
     return mac.hexdigest()[: max(16, min(length * 2, 64))]

@@ -43,7 +43,7 @@ class _QuietHandler(WSGIRequestHandler):
 class DmcrServer:
     workdir: Path
     key_pem: bytes | None = None  # default: a fresh EC P-256 key
-    signing_key: bytes = b"dmcr-test-signing-key"
+    signing_key: bytes = b"dmcr-test-signing-key-0123456789"
     service: str = "dmcr"
     issuer: str = "ai-models"
     registry: RegistryServer | None = None

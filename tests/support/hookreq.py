@@ -32,7 +32,6 @@ MODEL_CHILD_TYPES = (
     "ServiceAccount.v1",
     "Role.rbac.authorization.k8s.io/v1",
     "RoleBinding.rbac.authorization.k8s.io/v1",
-    "ConfigMap.v1",
     "Ingress.networking.k8s.io/v1",
 )
 CLUSTER_SCOPED = {"ClusterModel", "ModelCatalogSource", "Namespace", "ClusterRole", "ClusterRoleBinding"}
@@ -238,6 +237,17 @@ def pod_of(
             "uid": uid_for("Pod", ns, name),
             "labels": labels,
             "creationTimestamp": "2026-01-01T00:00:06Z",
+            # As the Job controller writes it (the hooks match a Pod to the observed Job's UID).
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": jname,
+                    "uid": job["metadata"].get("uid") or uid_for("Job", ns, jname),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": copy.deepcopy(tmpl["spec"]),
         "status": {"phase": phase, "startTime": "2026-01-01T00:00:06Z", "containerStatuses": [cs]},
