@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             snapshot = open_source(args.source, auth_file=args.auth_file, ca_file=args.ca_file)
-            result = publish(snapshot, dest, client, progress=progress, source_url=args.source)
+            result = publish(snapshot, dest, client, progress=progress, name=args.model_name)
         progress.emit()
         return finish(rf, dict(result))
     except SourceError as e:

@@ -256,7 +256,7 @@ def _extra_resolved(resolved: ResolvedInfo, cfg_bytes: bytes) -> None:
         resolved["supportedFeatures"] = features
 
 
-_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12, "Q": 10**15}
 
 
 def parse_param_size(text: object) -> int | None:

@@ -2,10 +2,17 @@
 
 Builders are pure functions from descriptors to canonical JSON bytes (sorted
 keys, no whitespace, layers sorted by file path, no wall-clock timestamps
-unless the caller passes one), so the same model published twice gets the
-same manifest digest. Descriptors are plain dicts
+unless the caller passes one taken from the source), so the same model
+published twice gets the same manifest digest (the rule: docs/publish.md,
+"What the digest depends on"). Descriptors are plain dicts
 (``{"mediaType", "digest", "size", "annotations"}``) so this module does not
 depend on the OCI client.
+
+Field formats follow model-spec v0.0.7 (docs/config.md, docs/annotations.md,
+schema/config-schema.json at commit d78bf32): ``paramSize`` is
+``<count><K|M|B|T|Q>`` with at most one decimal; layers carry
+``org.cncf.model.filepath``, ``org.cncf.model.file.metadata+json`` and, for
+ORAS-family clients, ``org.opencontainers.image.title``.
 
 Readers accept the older ``application/vnd.cnai.*`` media types and the
 ``org.cnai.model.filepath`` annotation as well (earlier ModelPack drafts,
@@ -37,6 +44,15 @@ MANIFEST_MEDIA_TYPE = OCI_MANIFEST
 
 ANNOTATION_FILEPATH = "org.cncf.model.filepath"
 LEGACY_ANNOTATION_FILEPATH = "org.cnai.model.filepath"
+ANNOTATION_FILE_METADATA = "org.cncf.model.file.metadata+json"
+# oras (Go and Python) names a pulled layer's file after this annotation.
+ANNOTATION_TITLE = "org.opencontainers.image.title"
+# Go's zero time.Time: modctl restores a file's mtime only when it is not zero,
+# so an unknown date leaves the pulled file's mtime alone.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+# Every file is published as a plain readable file: the mode on the worker's
+# disk (umask, a copy's mode) is not part of the model.
+FILE_MODE = 0o644
 
 _CNCF = "application/vnd.cncf.model."
 _CNAI = "application/vnd.cnai.model."
@@ -110,9 +126,38 @@ def descriptor(
     return d
 
 
-def layer_descriptor(path: str, role: str, digest: str, size: int) -> Descriptor:
-    """A raw layer descriptor for the file at ``path`` with its ``org.cncf.model.filepath``."""
-    return descriptor(layer_media_type(path, role), digest, size, {ANNOTATION_FILEPATH: path})
+def file_metadata(path: str, size: int, mtime: str = "") -> str:
+    """The ``org.cncf.model.file.metadata+json`` value (model-spec ``FileMetadata``).
+
+    Nothing here comes from the worker's disk: mode 0644, owner 0:0, regular
+    file, and ``mtime`` the source's date (a commit date) or Go's zero time
+    when the source has none. So the value, and the digest, depend only on
+    the file's path, size and the source.
+    """
+    fields = {
+        "name": posixpath.basename(path),
+        "mode": FILE_MODE,
+        "uid": 0,
+        "gid": 0,
+        "size": int(size),
+        "mtime": mtime or ZERO_TIME,
+        "typeflag": 0,
+    }
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+def layer_annotations(path: str, size: int, mtime: str = "") -> dict[str, str]:
+    """The annotations of a file layer: ModelPack's file path and metadata, and oras' title."""
+    return {
+        ANNOTATION_FILEPATH: path,
+        ANNOTATION_FILE_METADATA: file_metadata(path, size, mtime),
+        ANNOTATION_TITLE: path,
+    }
+
+
+def layer_descriptor(path: str, role: str, digest: str, size: int, *, mtime: str = "") -> Descriptor:
+    """A raw layer descriptor for the file at ``path`` with its annotations (``layer_annotations``)."""
+    return descriptor(layer_media_type(path, role), digest, size, layer_annotations(path, size, mtime))
 
 
 def filepath_of(desc: Mapping[str, Any]) -> str | None:
@@ -146,16 +191,25 @@ _ENDPOINT_MODALITIES: dict[str, tuple[list[str], list[str]]] = {
 _FEATURE_INPUTS = {"VisionInput": "image", "AudioInput": "audio"}
 
 
+_SCALES = (("Q", 10**15), ("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3))
+PARAM_SIZE_PATTERN = r"^[0-9]+(\.[0-9])?[QqTtBbMmKk]$"
+
+
 def param_size(n: int | None) -> str:
-    """Human parameter size as ModelPack writes it (``22.7M``, ``8.03B``); ``""`` if unknown."""
+    """``paramSize`` as model-spec defines it: ``<count><scale>``, at most one decimal.
+
+    The largest scale whose rounded count is at least 1 (``22.7M``, ``8B``,
+    ``0.3K`` for 320); ``""`` when unknown or when fewer than 50 parameters
+    would round to ``0K``. Integer arithmetic, so no float rounding surprises.
+    """
     if not n or n <= 0:
         return ""
-    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale:
-            v = n / scale
-            text = f"{v:.3g}" if v < 1000 else f"{v:.0f}"
-            return f"{text}{unit}"
-    return str(n)
+    for unit, scale in _SCALES:
+        tenths = (n * 10 + scale // 2) // scale
+        if tenths >= 10 or (unit == "K" and tenths >= 1):
+            whole, frac = divmod(tenths, 10)
+            return f"{whole}.{frac}{unit}" if frac else f"{whole}{unit}"
+    return ""
 
 
 def capabilities(resolved: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,45 +240,54 @@ def build_config(
     resolved: Resolution | Mapping[str, Any],
     layers: Iterable[Descriptor],
     *,
-    name: str,
+    name: str = "",
     source_url: str = "",
     revision: str = "",
     created: str | None = None,
     precision: str = "",
+    licenses: Iterable[str] = (),
+    languages: Iterable[str] = (),
 ) -> bytes:
     """The ModelPack config blob (canonical JSON).
 
-    ``resolved`` is a ``lib.formats.metadata.Resolution`` (its ``precision`` is
-    used) or a plain ``ResolvedInfo`` dict. ``layers`` are the layer
+    ``resolved`` is a ``lib.formats.metadata.Resolution`` (its ModelPack-only
+    fields ``architecture``, ``precision``, ``licenses`` and ``languages`` are
+    used) or a plain ``ResolvedInfo`` dict. ``config.architecture`` is the
+    spec's kind of network (``transformer``), never the status' class name,
+    so it comes only from a ``Resolution``. ``layers`` are the layer
     descriptors; ``modelfs.diffIds`` lists their digests in manifest order
     (sorted by file path; raw layers' diff IDs are their digests).
-    ``created`` (RFC 3339) is written only when given: pass a value derived
-    from the source (e.g. a commit date), not the clock, to keep digests
-    reproducible.
+    ``created`` (RFC 3339) is written only when given: pass a date the source
+    carries (a commit date), never the clock, to keep digests reproducible.
+    Empty values are left out (every field but ``modelfs`` is optional).
     """
     info: Mapping[str, Any]
+    architecture = ""
     if isinstance(resolved, Resolution):
         info = resolved.info
         precision = precision or resolved.precision
+        architecture = resolved.architecture
+        licenses = list(licenses) or resolved.licenses
+        languages = list(languages) or resolved.languages
     else:
         info = resolved
     ordered = sort_layers(layers)
     if not ordered:
         raise ValueError("a ModelPack artifact needs at least one layer")
-    if not name:
-        raise ValueError("a ModelPack descriptor needs a name")
-    desc: dict[str, Any] = {"name": name}
+    desc: dict[str, Any] = {}
     for key, value in (
+        ("name", name),
         ("family", info.get("family", "")),
         ("sourceURL", source_url),
         ("revision", revision),
         ("createdAt", created or ""),
+        ("licenses", list(licenses)),
     ):
         if value:
             desc[key] = value
     cfg: dict[str, Any] = {}
     for key, value in (
-        ("architecture", info.get("architecture", "")),
+        ("architecture", architecture),
         ("format", str(info.get("format", "")).lower()),
         ("paramSize", param_size(info.get("parameterCount"))),
         ("precision", precision),
@@ -233,6 +296,8 @@ def build_config(
         if value:
             cfg[key] = value
     caps = capabilities(info)
+    if languages:
+        caps["languages"] = list(languages)
     if caps:
         cfg["capabilities"] = caps
     return canonical_json(
@@ -354,9 +419,10 @@ def resolved_from_config(config: bytes | Mapping[str, Any]) -> ResolvedInfo:
     names = {"gguf": "GGUF", "safetensors": "Safetensors", "diffusers": "Diffusers"}
     if fmt in names:
         out["format"] = names[fmt]
-    for src, dst in (("architecture", "architecture"), ("quantization", "quantization")):
-        if isinstance(cfg.get(src), str) and cfg[src]:
-            out[dst] = cfg[src]  # type: ignore[literal-required]
+    # config.architecture is the kind of network ("transformer"), not the class
+    # name status.resolved.architecture holds, so it is not copied.
+    if isinstance(cfg.get("quantization"), str) and cfg["quantization"]:
+        out["quantization"] = cfg["quantization"]
     if isinstance(desc.get("family"), str) and desc["family"]:
         out["family"] = desc["family"]
     return out

@@ -11,6 +11,11 @@ registry's garbage collector).
 When a source already knows a file's sha256 (Hugging Face LFS, Ollama,
 catalogs, pre-hashed local files) and the repository holds that blob, no byte
 is sent: the inspector reads just the header back from the registry.
+
+The manifest digest depends on the files' bytes and paths and on what the
+source says about the model (``descriptor``), never on the worker's paths,
+the destination repository or the clock (docs/publish.md, "What the digest
+depends on").
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ from lib.progress import Progress
 from lib.sources.base import SourceFile, SourceSnapshot
 
 TAG = "latest"
-# Fixed creation time: the same files give the same manifest digest.
-CREATED = "1970-01-01T00:00:00Z"
 
 
 class PublishError(Exception):
@@ -142,6 +145,12 @@ def _select(files: list[SourceFile]) -> list[SourceFile]:
     return [f for f in files if check_path(f.path) in keep]
 
 
+def model_name(snapshot: SourceSnapshot, own: str, fallback: str) -> str:
+    """``descriptor.name``: the source's name (HF repo id, Ollama name:tag), else the
+    model's own (GGUF ``general.name``), else the Model's name; ``""`` leaves it out."""
+    return snapshot.name or own.strip() or fallback
+
+
 def publish(
     snapshot: SourceSnapshot,
     destination: Reference,
@@ -149,9 +158,12 @@ def publish(
     *,
     progress: Progress | None = None,
     name: str = "",
-    source_url: str = "",
 ) -> WorkerResult:
-    """Publish every file of ``snapshot`` and return the worker result."""
+    """Publish every file of ``snapshot`` and return the worker result.
+
+    ``name`` (the Model's name) names the model in the ModelPack descriptor
+    only when the source has no name of its own (``model_name``).
+    """
     repo = destination.repository
     files: Iterable[SourceFile] = snapshot.files
     try:
@@ -178,20 +190,17 @@ def publish(
         role = layout.role(path)
         assert role is not None  # every path here is a weight, config or doc
         layers.append(
-            {
-                "mediaType": modelpack.layer_media_type(path, role),
-                "digest": pf.descriptor.digest,
-                "size": pf.descriptor.size,
-                "annotations": {modelpack.ANNOTATION_FILEPATH: path},
-            }
+            modelpack.layer_descriptor(
+                path, role, pf.descriptor.digest, pf.descriptor.size, mtime=snapshot.created
+            )
         )
     config = modelpack.build_config(
         resolution,
         layers,
-        name=name or posixpath.basename(repo.rstrip("/")),
-        source_url=source_url,
+        name=model_name(snapshot, resolution.name, name),
+        source_url=snapshot.source_url,
         revision=snapshot.revision,
-        created=CREATED,
+        created=snapshot.created or None,
     )
     config_desc = client.push_bytes(repo, config, modelpack.CONFIG_MEDIA_TYPE)
     manifest = modelpack.build_manifest(

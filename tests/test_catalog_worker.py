@@ -319,9 +319,10 @@ def test_publish_oci_source_imports_by_digest(upstream, registry, tmp_path):
     assert r["artifact"]["uri"] == f"{dest}@{upstream['qwen']}"
     assert r["source"] == {"resolvedType": "Catalog", "remoteDigest": upstream["qwen"]}
     res = r["resolved"]
-    assert (res["format"], res["family"], res["architecture"], res["quantization"]) == (
-        "GGUF", "qwen3", "qwen3", "Q4_K_M")
-    assert res["parameterCount"] == 8_030_000_000
+    assert (res["format"], res["family"], res["quantization"]) == ("GGUF", "qwen3", "Q4_K_M")
+    # config.architecture is the network's kind (model-spec), not the class name the status holds.
+    assert "architecture" not in res
+    assert res["parameterCount"] == 8_000_000_000  # paramSize "8B": the spec keeps one decimal
     assert "Chat" in res["supportedEndpointTypes"] and res["supportedFeatures"] == ["ToolCalling"]
     with RegistryClient(registry.host, insecure=True) as local, tls_client(reg) as remote:
         mine = local.get_manifest("ai-models/catalog/cluster/qwen/u1", "latest")

@@ -76,7 +76,8 @@ def test_gguf_shards_sum_parameters(tmp_path: Path) -> None:
     make_gguf_shards(tmp_path, shards=3, tensor_elems=128)
     res = resolve_dir(tmp_path)
     assert res.info["parameterCount"] == 3 * 128
-    assert res.info["quantization"] == "F16" and res.precision == "float16"
+    # A plain F16 file is not quantized: its precision says it (model-spec: a technique, e.g. Q4_K_M).
+    assert "quantization" not in res.info and res.precision == "float16"
     assert res.info["contextWindowTokens"] == 8192
     assert res.info["supportedEndpointTypes"] == ["Chat", "TextGeneration"]
 
@@ -130,6 +131,9 @@ def test_minilm_is_a_bert_embedding_model(minilm_dir: Path) -> None:
     assert res.info["parameterCount"] > 20_000_000
     assert "torch_dtype" not in config and res.precision == "float32"  # from the F32 weights
     assert not res.partial
+    # ModelPack-only fields: the kind of network (modctl: transformers_version), the card's front matter.
+    assert res.architecture == "transformer"
+    assert res.licenses == ["Apache-2.0"] and res.languages == ["en"]
 
 
 @pytest.mark.parametrize(
@@ -224,9 +228,9 @@ def test_safetensors_fields(tmp_path: Path) -> None:
     res = resolve_dir(tmp_path)
     assert res.info["family"] == "llama" and res.info["architecture"] == "LlamaForCausalLM"
     assert res.info["contextWindowTokens"] == 1024
-    assert res.info["quantization"] == "gptq-4bit"
+    assert res.info["quantization"] == "gptq"  # the technique, as model-spec names it
     assert res.info["parameterCount"] == 2 * 2 * 64  # two shards × two 8×8 tensors
-    assert res.precision == "bfloat16"
+    assert res.precision == "float16"  # what the tensors hold; torch_dtype only without weight facts
 
 
 def test_unknown_architecture_is_partial(tmp_path: Path) -> None:
@@ -310,3 +314,63 @@ def test_resolution_unpacks_as_info_and_partial(tmp_path: Path) -> None:
     res = resolve_dir(tmp_path)
     info, partial = res
     assert info is res.info and partial is True and res.missing == ["contextWindowTokens"]
+
+
+# --- licenses and languages (lib/formats/card.py) -----------------------------
+
+@pytest.mark.parametrize(
+    ("license", "name", "expected"),
+    [
+        ("apache-2.0", "", ["Apache-2.0"]),
+        ("mit", "", ["MIT"]),
+        (["cc-by-nc-4.0", "MIT"], "", ["CC-BY-NC-4.0", "MIT"]),
+        ("odc-by", "", ["ODC-By-1.0"]),
+        ("llama3.1", "", ["LicenseRef-llama3.1"]),
+        ("openrail++", "", ["LicenseRef-openrail"]),
+        ("other", "my license", ["LicenseRef-my-license"]),
+        ("other", "", []),
+        ("unknown", "", []),
+        ("MIT OR apache-2.0", "", ["MIT OR Apache-2.0"]),  # a GGUF general.license expression
+        ("(gpl-2.0+ WITH x)", "", ["(GPL-2.0+ WITH LicenseRef-x)"]),
+        (7, "", []),
+    ],
+)
+def test_licenses_are_spdx_expressions(license: Any, name: str, expected: list[str]) -> None:
+    """model-spec v0.0.7: descriptor.licenses are SPDX expressions; Hub ids outside SPDX become LicenseRef-."""
+    from lib.formats.card import spdx_licenses
+
+    assert spdx_licenses(license, name) == expected
+
+
+def test_languages_are_two_letter_codes() -> None:
+    from lib.formats.card import iso_languages
+
+    assert iso_languages("en") == ["en"]
+    assert iso_languages(["en", "EN", "fr-CA", "zh_Hans", "multilingual", "eng", 3]) == ["en", "fr", "zh"]
+
+
+def test_model_card_front_matter(tmp_path: Path) -> None:
+    from lib.formats.card import front_matter
+
+    assert front_matter(b"---\nlicense: mit\nlanguage:\n- en\n- de\n---\n# Model\n") == {
+        "license": "mit", "language": ["en", "de"]}
+    assert front_matter(b"# no front matter\n---\nlicense: mit\n---\n") == {}
+    assert front_matter(b"---\nlicense: [unclosed\n---\n") == {}  # bad YAML: nothing, no error
+    assert front_matter(b"---\nlicense: mit\n") == {}  # never closed within the bytes read
+    make_safetensors_model(tmp_path)
+    (tmp_path / "README.md").write_text("---\nlicense: llama3\nlanguage: [en, ja]\n---\n")
+    res = resolve_dir(tmp_path, {"license": "mit", "language": "fr"})
+    assert res.licenses == ["LicenseRef-llama3"] and res.languages == ["en", "ja"]  # the card beats the hints
+    (tmp_path / "README.md").write_text("# no card\n")
+    res = resolve_dir(tmp_path, {"license": "mit", "language": "fr"})
+    assert res.licenses == ["MIT"] and res.languages == ["fr"]
+
+
+def test_precision_lists_every_float_type() -> None:
+    from lib.formats.metadata import precision_of
+
+    assert precision_of({"F16": 1000, "F32": 10}) == "float16,float32"
+    assert precision_of({"F32": 100, "I64": 512}) == "float32"  # position_ids is a buffer
+    assert precision_of({"I8": 100, "U8": 1}) == "int8,uint8"
+    assert precision_of({"Q4_K": 100, "F32": 1}) == "float32"  # callers drop it for quantized files
+    assert precision_of({}) == ""

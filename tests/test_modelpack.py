@@ -74,7 +74,10 @@ def test_manifest_is_reproducible_and_sorted() -> None:
 
 
 def test_config_contents() -> None:
-    res = Resolution(info=RESOLVED, partial=False, precision="float32")
+    res = Resolution(
+        info=RESOLVED, partial=False, precision="float32", architecture="transformer",
+        licenses=["Apache-2.0"], languages=["en"],
+    )
     body = mp.build_config(res, reversed(LAYERS), name="minilm", source_url="https://hf/x", revision="abc")
     assert body == mp.build_config(res, LAYERS, name="minilm", source_url="https://hf/x", revision="abc")
     c = json.loads(body)
@@ -83,14 +86,17 @@ def test_config_contents() -> None:
         "family": "bert",
         "sourceURL": "https://hf/x",
         "revision": "abc",
+        "licenses": ["Apache-2.0"],
     }
     assert c["config"] == {
-        "architecture": "BertModel",
+        "architecture": "transformer",
         "format": "safetensors",
         "paramSize": "22.7M",
         "precision": "float32",
-        "capabilities": {"inputTypes": ["text"], "outputTypes": ["embedding"]},
+        "capabilities": {"inputTypes": ["text"], "outputTypes": ["embedding"], "languages": ["en"]},
     }
+    # A plain ResolvedInfo has no ModelPack architecture: the status' class name is not one.
+    assert "architecture" not in json.loads(mp.build_config(RESOLVED, LAYERS, name="m"))["config"]
     sorted_layers = sorted(LAYERS, key=lambda d: d["annotations"][mp.ANNOTATION_FILEPATH])
     assert c["modelfs"] == {"type": "layers", "diffIds": [d["digest"] for d in sorted_layers]}
     assert "createdAt" not in c["descriptor"], "no clock in the config unless the caller passes a time"
@@ -133,17 +139,41 @@ def test_capabilities(resolved: dict[str, Any], expected: dict[str, Any]) -> Non
     [
         (None, ""),
         (0, ""),
-        (999, "999"),
+        (49, ""),  # would round to 0K
+        (50, "0.1K"),
+        (320, "0.3K"),
+        (999, "1K"),
         (1500, "1.5K"),
         (22_713_728, "22.7M"),
-        (8_030_261_248, "8.03B"),
+        (999_960_000, "1B"),  # rounds up into the next scale, never "1000M"
+        (6_738_415_616, "6.7B"),
+        (8_030_261_248, "8B"),
         (70_553_706_496, "70.6B"),
         (671_000_000_000, "671B"),
         (1_000_000_000_000, "1T"),
+        (2_500_000_000_000_000, "2.5Q"),
     ],
 )
 def test_param_size(n: int | None, text: str) -> None:
+    """model-spec v0.0.7 docs/config.md: ``<count><K|M|B|T|Q>``, at most one decimal."""
+    import re
+
     assert mp.param_size(n) == text
+    assert text == "" or re.fullmatch(mp.PARAM_SIZE_PATTERN, text)
+
+
+def test_layer_annotations_name_the_file_for_every_tool() -> None:
+    d = mp.layer_descriptor("1_Pooling/config.json", "config", digest(b"p"), 7, mtime="2024-05-06T07:08:09Z")
+    ann = d["annotations"]
+    assert ann[mp.ANNOTATION_FILEPATH] == ann[mp.ANNOTATION_TITLE] == "1_Pooling/config.json"
+    meta = json.loads(ann[mp.ANNOTATION_FILE_METADATA])
+    assert meta == {
+        "name": "config.json", "mode": 0o644, "uid": 0, "gid": 0, "size": 7,
+        "mtime": "2024-05-06T07:08:09Z", "typeflag": 0,
+    }
+    # No source date: Go's zero time, which modctl does not restore.
+    undated = json.loads(mp.layer_descriptor("m.gguf", "weight", digest(b"w"), 3)["annotations"][mp.ANNOTATION_FILE_METADATA])
+    assert undated["mtime"] == "0001-01-01T00:00:00Z"
 
 
 def test_builders_refuse_bad_input() -> None:
@@ -155,8 +185,8 @@ def test_builders_refuse_bad_input() -> None:
         mp.build_manifest(mp.descriptor(mp.CONFIG, digest(b""), 0), [LAYERS[0], LAYERS[0]])
     with pytest.raises(ValueError, match="at least one layer"):
         mp.build_config(RESOLVED, [], name="x")
-    with pytest.raises(ValueError, match="name"):
-        mp.build_config(RESOLVED, LAYERS, name="")
+    # descriptor.name is optional in the spec (minLength 1 when present): left out when unknown.
+    assert "name" not in json.loads(mp.build_config(RESOLVED, LAYERS, name=""))["descriptor"]
 
 
 def _manifest(layers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -276,11 +306,7 @@ def test_parse_manifest_refuses(layers: list[Any], message: str) -> None:
 
 def test_resolved_from_config() -> None:
     body = mp.build_config(Resolution(info=RESOLVED, partial=False), LAYERS, name="m")
-    assert mp.resolved_from_config(body) == {
-        "format": "Safetensors",
-        "architecture": "BertModel",
-        "family": "bert",
-    }
+    assert mp.resolved_from_config(body) == {"format": "Safetensors", "family": "bert"}
     assert mp.resolved_from_config(b"junk") == {}
 
 

@@ -86,6 +86,41 @@ def test_same_input_same_digest_and_no_bytes_resent(registry, tmp_path, minilm_d
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= paths
 
 
+def blob(registry, repo: str, digest: str) -> bytes:
+    r = requests.get(f"{registry.url}/v2/{repo}/blobs/{digest}", timeout=10)
+    r.raise_for_status()
+    return r.content
+
+
+def test_same_model_from_any_path_into_any_repository_has_one_digest(registry, tmp_path, minilm_dir):
+    """The digest rule (docs/publish.md): files' bytes and paths plus what the source says, nothing else."""
+    import os
+    import uuid
+
+    one, two = tmp_path / "a" / "minilm", tmp_path / "elsewhere" / "copy-of-it"
+    shutil.copytree(minilm_dir, one, copy_function=shutil.copy)  # copies get new mtimes...
+    shutil.copytree(minilm_dir, two, copy_function=shutil.copy)
+    for p in two.rglob("*"):
+        if p.is_file():
+            p.chmod(0o600)  # ...another mode...
+            os.utime(p, (1_000_000_000, 1_000_000_000))  # ...and another date
+    run = uuid.uuid4().hex[:8]
+    repo_one, repo_two = f"t/repro-{run}/first", f"t/repro-{run}/second"
+    code, first, err = run_publish(one, f"{registry.host}/{repo_one}", tmp_path, "--insecure-registry",
+                                   "--model-name", "minilm")
+    assert code == 0, err
+    code, second, err = run_publish(f"{two}/", f"{registry.host}/{repo_two}", tmp_path, "--insecure-registry",
+                                    "--model-name", "minilm")
+    assert code == 0, err
+    digest = first["artifact"]["digest"]
+    assert second["artifact"]["digest"] == digest
+    m = manifest(registry, repo_two, digest)
+    config = blob(registry, repo_two, m["config"]["digest"]).decode()
+    for local_fact in (str(tmp_path), "first", "second", run, "1970", "2001-09-09"):
+        assert local_fact not in config and local_fact not in json.dumps(m), local_fact
+    assert json.loads(config)["descriptor"] == {"name": "minilm", "family": "bert", "licenses": ["Apache-2.0"]}
+
+
 def test_diffusers_tree(registry, tmp_path):
     tree = models.make_diffusers_tree(tmp_path / "sd")
     code, result, err = run_publish(tree, f"{registry.host}/t/sd", tmp_path, "--insecure-registry")

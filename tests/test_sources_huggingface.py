@@ -124,7 +124,14 @@ def test_public_repo_real_model(minilm_hub: HubStandIn, minilm_dir: Path) -> Non
         "library_name": "sentence-transformers",
         "tags": ["sentence-transformers", "pytorch", "bert", "feature-extraction"],
         "license": "apache-2.0",
+        "language": "en",
     }
+    # The ModelPack descriptor's facts: the repo id, its canonical page, the commit's date.
+    from tests.support.hf_hub import commit_date
+
+    assert snap.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert snap.source_url == "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2"
+    assert snap.created == commit_date(repo.commit).replace(".000Z", "Z")
 
 
 def test_downloads_pinned_to_commit_and_cdn_gets_no_token(hub: HubStandIn) -> None:

@@ -5,7 +5,9 @@
 - ``gguf`` / ``safetensors``: bounded incremental header parsers;
 - ``layout``: which of GGUF / Safetensors / Diffusers a set of paths is, and
   which files are weights, configs, docs or left out;
-- ``metadata``: ``resolve(layout, facts, hints)`` → ``status.resolved``.
+- ``metadata``: ``resolve(layout, facts, hints)`` → ``status.resolved`` and
+  the ModelPack-only fields;
+- ``card``: model-card front matter, SPDX licenses, ISO 639 languages.
 
 Nothing in this package does I/O: callers hand it names and bytes.
 """

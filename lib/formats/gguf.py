@@ -47,6 +47,11 @@ MAX_HEADER = 256 << 20  # everything before the tensor data
 KEEP_STRING = 64 << 10  # strings kept in the facts (longer ones are skipped)
 KEEP_TEMPLATE = 4 << 10  # chat template prefix kept in the facts
 MAX_KEPT_KV = 4096
+# Short string lists read into the facts (ModelPack capabilities.languages);
+# other arrays (token lists) are only counted.
+KEEP_LISTS = frozenset({"general.languages"})
+KEEP_LIST_ITEMS = 256  # a longer list is counted, not kept
+KEEP_LIST_ITEM = 64  # bytes; a longer item is skipped
 DEFAULT_ALIGNMENT = 32
 
 T = gguf_lib.GGUFValueType
@@ -90,10 +95,11 @@ def tensor_type_name(n: int) -> str:
 
 @dataclass(frozen=True)
 class ArrayInfo:
-    """An array value: only its element type and length are kept."""
+    """An array value: its element type and length; ``items`` only for ``KEEP_LISTS`` keys."""
 
     elem_type: int
     count: int
+    items: tuple[str, ...] = ()
 
 
 @dataclass
@@ -125,11 +131,15 @@ class GGUFHeader:
         flags = template_flags("\n".join(self.chat_templates.values()))
         ft = self.kv.get("general.file_type")
         tokens = self.kv.get("tokenizer.ggml.tokens")
+        langs = self.kv.get("general.languages")
         pooling = arch_key("pooling_type")
         return {
             "version": self.version,
             "architecture": arch,
             "name": _str(self.kv.get("general.name")),
+            "license": _str(self.kv.get("general.license")),
+            "languages": list(langs.items) if isinstance(langs, ArrayInfo) else [],
+            "has_attention": arch_key("attention.head_count") is not None,
             "size_label": _str(self.kv.get("general.size_label")),
             "file_type": ft if isinstance(ft, int) else None,
             "file_type_name": file_type_name(ft) if isinstance(ft, int) else "",
@@ -202,7 +212,12 @@ def _parse() -> Parser:
         key = (yield (klen, True)).decode("utf-8", errors="replace")
         vtype = _u32((yield (4, True)))
         is_template = key.startswith("tokenizer.chat_template")
-        value = yield from _value(vtype, keep_string=MAX_STRING if is_template else KEEP_STRING, depth=0)
+        value = yield from _value(
+            vtype,
+            keep_string=MAX_STRING if is_template else KEEP_STRING,
+            depth=0,
+            keep_items=KEEP_LIST_ITEMS if key in KEEP_LISTS else 0,
+        )
         if is_template and isinstance(value, str):
             h.chat_templates[key] = value
         elif value is not None and (len(h.kv) < MAX_KEPT_KV or key in h.kv):
@@ -245,7 +260,9 @@ def _parse() -> Parser:
     return h
 
 
-def _value(vtype: int, *, keep_string: int, depth: int) -> Generator[Request, bytes, Any]:
+def _value(
+    vtype: int, *, keep_string: int, depth: int, keep_items: int = 0
+) -> Generator[Request, bytes, Any]:
     if vtype in _SCALARS:
         fmt, size = _SCALARS[vtype]
         return struct.unpack(fmt, (yield (size, True)))[0]
@@ -266,6 +283,13 @@ def _value(vtype: int, *, keep_string: int, depth: int) -> Generator[Request, by
             raise _Fail(f"array length {count} exceeds the limit of {MAX_ARRAY}")
         if etype in _SCALARS:
             yield (count * _SCALARS[etype][1], False)
+        elif etype == T.STRING and 0 < count <= keep_items:
+            items = []
+            for _ in range(count):
+                item = yield from _value(etype, keep_string=KEEP_LIST_ITEM, depth=depth + 1)
+                if isinstance(item, str):
+                    items.append(item)
+            return ArrayInfo(etype, count, tuple(items))
         elif etype in (T.STRING, T.ARRAY):
             for _ in range(count):
                 yield from _value(etype, keep_string=-1, depth=depth + 1)

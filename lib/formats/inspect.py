@@ -45,6 +45,9 @@ KEEP_NAMES = frozenset(
         "params",
     }
 )
+# Files of which only the first bytes are read: a model card's YAML front
+# matter (license, language) sits at the top of README.md.
+KEEP_PREFIX = {"README.md": 64 << 10}
 # Of the kept files, these must be valid JSON: a model whose config cannot be
 # parsed cannot be loaded by any runtime, so we refuse it instead of shipping it.
 STRICT_JSON = frozenset(
@@ -114,31 +117,38 @@ def total_size(seen: int, size: int | None, path: str) -> int:
 
 
 class CountingInspector:
-    """Counts bytes; keeps the content of small metadata files (``KEEP_NAMES``)."""
+    """Counts bytes; keeps the content of small metadata files (``KEEP_NAMES``).
+
+    Of ``KEEP_PREFIX`` files only the first bytes are kept (``content`` is
+    then that prefix, or the whole file when it is shorter).
+    """
 
     def __init__(self, path: str, *, keep: bool | None = None, cap: int = KEEP_CAP):
         self.path = path
         self.size = 0
         self._name = posixpath.basename(path)
-        self._keep = self._name in KEEP_NAMES if keep is None else keep
-        self._cap = cap
+        self._prefix = KEEP_PREFIX.get(self._name, 0) if keep is None else 0
+        self._keep = (self._name in KEEP_NAMES or bool(self._prefix)) if keep is None else keep
+        self._cap = self._prefix or cap
         self._buf: bytearray | None = bytearray() if self._keep else None
 
     def feed(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self._buf is not None:
-            if len(self._buf) + len(chunk) > self._cap:
+            if self._prefix:
+                self._buf += chunk[: self._prefix - len(self._buf)]
+            elif len(self._buf) + len(chunk) > self._cap:
                 self._buf = None  # too big to be a config we read: count it only
             else:
                 self._buf += chunk
 
     @property
     def wants_more(self) -> bool:
-        return self._buf is not None
+        return self._buf is not None and not (self._prefix and len(self._buf) >= self._prefix)
 
     def finish(self, size: int | None = None) -> FileFacts:
         total = total_size(self.size, size, self.path)
-        complete = total == self.size
+        complete = total == self.size or (self._prefix and len(self._buf or b"") >= self._prefix)
         content = bytes(self._buf) if self._buf is not None and complete else None
         kind: FileKind = "json" if self._name.endswith(".json") else "other"
         if content is not None and self._name in STRICT_JSON:

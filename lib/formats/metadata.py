@@ -12,8 +12,10 @@ first (table in ``docs/formats.md``):
 It returns a ``Resolution``: the ``ResolvedInfo`` (unknown fields are left
 out, never zero-filled), whether it is ``partial`` (a field every model of
 its kind should have could not be found → condition reason
-``ModelMetadataPartial``), the ModelPack ``precision`` and the names of the
-missing fields. Pure: no I/O.
+``ModelMetadataPartial``), the names of the missing fields, and the fields
+only the ModelPack config has (``architecture`` as the spec means it,
+``precision``, ``licenses``, ``languages``, the model's own ``name``; see
+docs/formats.md for the definitions, model-spec v0.0.7). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.api.types import ResolvedInfo
+from lib.formats.card import front_matter, iso_languages, spdx_licenses
 from lib.formats.inspect import FileFacts, template_flags
 from lib.formats.layout import Layout
 
@@ -67,18 +70,40 @@ SPEECH_MODEL_TYPES = frozenset(
     {"whisper", "speech_to_text", "speecht5", "seamless_m4t", "wav2vec2", "moonshine"}
 )
 GGUF_POOLING_RANK = 4  # llama.cpp LLAMA_POOLING_TYPE_RANK: a reranker
+# Safetensors dtypes and GGML tensor types → model-spec precision values
+# (docs/config.md table). Types without a spec value (F8_E8M0, F6_*, F4, GGML
+# quant blocks) are left out of the list.
 _DTYPE_PRECISION = {
+    "F64": "float64",
     "F32": "float32",
     "F16": "float16",
     "BF16": "bfloat16",
-    "F64": "float64",
     "F8_E4M3": "float8_e4m3",
     "F8_E5M2": "float8_e5m2",
+    "C64": "complex64",
     "I8": "int8",
+    "I16": "int16",
+    "I32": "int32",
+    "I64": "int64",
     "U8": "uint8",
-    "F4": "float4",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "BOOL": "bool",
 }
-_GGUF_PRECISION = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+# llama.cpp file types that are plain floats: a precision, not a quantization.
+GGUF_FLOAT_FILE_TYPES = frozenset({"F32", "F16", "BF16"})
+# Families (llama.cpp architectures, transformers model_type) whose network is
+# not a transformer; ModelPack ``config.architecture`` names the kind.
+NON_TRANSFORMER = {
+    **dict.fromkeys(("mamba", "mamba2", "falcon_mamba", "falcon-mamba"), "ssm"),
+    **dict.fromkeys(("rwkv", "rwkv5", "rwkv6", "rwkv7", "rwkv6qwen2", "arwkv7"), "rnn"),
+    **dict.fromkeys(
+        ("jamba", "bamba", "zamba", "zamba2", "falcon_h1", "falcon-h1", "granitehybrid",
+         "granitemoehybrid", "nemotron_h", "plamo2", "lfm2"),
+        "hybrid",
+    ),
+}
 
 
 @dataclass
@@ -89,6 +114,11 @@ class Resolution:
     partial: bool
     precision: str = ""
     missing: list[str] = field(default_factory=list)
+    # ModelPack-only fields (the status has no place for them).
+    architecture: str = ""  # kind of network: transformer, ssm, rnn, hybrid, unet
+    licenses: list[str] = field(default_factory=list)  # SPDX expressions
+    languages: list[str] = field(default_factory=list)  # ISO 639-1 codes
+    name: str = ""  # the model's own name (GGUF general.name)
 
     def __iter__(self) -> Iterator[Any]:
         """``info, partial = resolve(...)`` also works."""
@@ -103,6 +133,10 @@ class _Acc:
     endpoints: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     precision: str = ""
+    architecture: str = ""
+    licenses: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    name: str = ""
 
     def set(self, key: str, value: Any) -> None:
         if value not in (None, "", 0) and key not in self.values:
@@ -179,20 +213,49 @@ def _hint_endpoints(hints: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[st
 # --- GGUF -------------------------------------------------------------------
 
 
+def precision_of(types: Mapping[str, int]) -> str:
+    """ModelPack ``precision``: the spec values of the stored types, comma-separated, most elements first.
+
+    Every floating type counts (an F16 model's F32 norms make it
+    ``float16,float32``). Integer and bool tensors count only in a model
+    without floating ones: next to float weights they are buffers
+    (``position_ids``) or packed quantized weights, which ``quantization`` names.
+    """
+    named: dict[str, int] = {}
+    for t, n in types.items():
+        if (p := _DTYPE_PRECISION.get(t)) is not None:
+            named[p] = named.get(p, 0) + int(n)
+    floats = {p: n for p, n in named.items() if p.startswith(("float", "bfloat", "complex"))}
+    chosen = floats or named
+    return ",".join(sorted(chosen, key=lambda p: (-chosen[p], p)))
+
+
+def gguf_quantization(file_type_name: str) -> str:
+    """A llama.cpp file type as a quantization: ``Q4_K_M`` stays, plain ``F16``/``F32``/``BF16`` are none."""
+    return "" if file_type_name.upper() in GGUF_FLOAT_FILE_TYPES else file_type_name
+
+
 def _gguf(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[str, Any], acc: _Acc) -> None:
     mains = [
         g for g in (facts[p].gguf for p in layout.weights if p not in layout.projectors and p in facts) if g
     ]
+    types: dict[str, int] = {}
     if mains:
         first = next((g for g in mains if not g.get("split_no")), mains[0])
         assert first is not None
         arch = first.get("architecture") or ""
         acc.set("architecture", arch)
         acc.set("family", arch)
-        acc.set("quantization", first.get("file_type_name"))
+        acc.set("quantization", gguf_quantization(first.get("file_type_name") or ""))
         acc.set("contextWindowTokens", first.get("context_length"))
         acc.set("parameterCount", sum(int(g.get("parameter_count") or 0) for g in mains if g))
-        acc.precision = _GGUF_PRECISION.get(first.get("file_type_name") or "", "")
+        for g in mains:
+            for t, n in (g.get("tensor_types") or {}).items():
+                types[t] = types.get(t, 0) + int(n)
+        acc.architecture = NON_TRANSFORMER.get(arch, "transformer" if first.get("has_attention") else "")
+        acc.licenses = spdx_licenses(first.get("license"))
+        acc.languages = iso_languages(first.get("languages") or [])
+        acc.name = str(first.get("name") or "")
         if first.get("has_pooling"):
             acc.add([RERANK] if first.get("pooling_type") == GGUF_POOLING_RANK else [EMBEDDINGS])
         else:
@@ -214,10 +277,13 @@ def _gguf(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[str, An
             acc.add(endpoints, features if has_template or vision else [])
     # Ollama config hints fill what the header did not say.
     acc.set("family", _hint_str(hints, "model_family"))
-    acc.set("quantization", _hint_str(hints, "file_type"))
+    acc.set("quantization", gguf_quantization(_hint_str(hints, "file_type")))
     acc.set("parameterCount", parse_param_size(hints.get("model_type")))
     if mains:
         acc.set("parameterCount", parse_param_size(mains[0].get("size_label")))  # type: ignore[union-attr]
+    # Quantized blocks (Q4_K, …) have no spec precision: then only quantization says it.
+    if "quantization" not in acc.values and all(t in _DTYPE_PRECISION for t in types):
+        acc.precision = precision_of(types)
 
 
 # --- Safetensors ------------------------------------------------------------
@@ -269,36 +335,38 @@ def _safetensors_params(layout: Layout, facts: Mapping[str, FileFacts]) -> tuple
     return (total if complete and total else None), dtypes
 
 
-def _dominant_precision(dtypes: Mapping[str, int]) -> str:
-    if not dtypes:
-        return ""
-    dt = max(sorted(dtypes), key=lambda k: dtypes[k])
-    return _DTYPE_PRECISION.get(dt, dt.lower())
-
-
 def _config_precision(config: Mapping[str, Any]) -> str:
+    """``torch_dtype`` / ``dtype`` when it is a spec precision value (used only without weight facts)."""
     for key in ("torch_dtype", "dtype"):
         v = config.get(key)
-        if isinstance(v, str) and v:
+        if isinstance(v, str) and v.removeprefix("torch.") in _DTYPE_PRECISION.values():
             return v.removeprefix("torch.")
     return ""
 
 
 def _quantization(config: Mapping[str, Any]) -> str:
+    """The technique (``quant_method``: awq, gptq, fp8, …) as the spec's examples name it.
+
+    Bits are not appended: ``gptq``, not ``gptq-4bit``, so tools comparing
+    against the spec's vocabulary match.
+    """
     q = config.get("quantization_config")
     if not isinstance(q, dict):
         return ""
     method = q.get("quant_method")
-    method = method.lower() if isinstance(method, str) else ""
-    bits = q.get("bits") or q.get("w_bit")
-    bits = bits if isinstance(bits, int) and not isinstance(bits, bool) else None
-    if q.get("load_in_4bit"):
-        bits = 4
-    elif q.get("load_in_8bit"):
-        bits = 8
-    if method and bits:
-        return f"{method}-{bits}bit"
-    return method
+    if isinstance(method, str) and method.strip():
+        return method.strip().lower()
+    if q.get("load_in_4bit") or q.get("load_in_8bit"):
+        return "bitsandbytes"
+    return ""
+
+
+def _transformer_kind(config: Mapping[str, Any]) -> str:
+    """ModelPack architecture of a transformers config: the network kind, as modctl reads it."""
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in NON_TRANSFORMER:
+        return NON_TRANSFORMER[model_type]
+    return "transformer" if "transformers_version" in config else ""
 
 
 def _context(config: Mapping[str, Any]) -> int | None:
@@ -324,7 +392,8 @@ def _safetensors(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[
     acc.set("quantization", _quantization(config))
     params, dtypes = _safetensors_params(layout, facts)
     acc.set("parameterCount", params)
-    acc.precision = _config_precision(config) or _dominant_precision(dtypes)
+    acc.precision = precision_of(dtypes) or _config_precision(config)
+    acc.architecture = _transformer_kind(config)
 
     template = _chat_template(layout, facts, hints)
     root_names = {p for p in layout.configs if "/" not in p}
@@ -358,9 +427,12 @@ def _diffusers(layout: Layout, facts: Mapping[str, FileFacts], hints: Mapping[st
         acc.set("architecture", cls)
         acc.set("family", _kebab(cls))
         acc.add([IMAGE_GENERATION], [IMAGE_OUTPUT])
+    if isinstance(index, dict):
+        # The denoiser names the kind: a DiT ("transformer") or a U-Net ("unet").
+        acc.architecture = next((k for k in ("transformer", "unet") if k in index), "")
     params, dtypes = _safetensors_params(layout, facts)
     acc.set("parameterCount", params)
-    acc.precision = _dominant_precision(dtypes)
+    acc.precision = precision_of(dtypes)
     # Component configs may name a dtype too; the weights are the ground truth.
 
 
@@ -369,8 +441,9 @@ def resolve(
 ) -> Resolution:
     """Resolve metadata for ``layout`` from ``facts`` (keyed by path) and source ``hints``.
 
-    Hints understood: ``pipeline_tag``, ``library_name``, ``tags`` (Hugging
-    Face); ``model_family``, ``file_type``, ``model_type`` (Ollama config);
+    Hints understood: ``pipeline_tag``, ``library_name``, ``tags``,
+    ``license``, ``license_name``, ``language`` (Hugging Face, the card data);
+    ``model_family``, ``file_type``, ``model_type`` (Ollama config);
     ``chat_template`` (a template a source carries outside the files).
     """
     hints = hints or {}
@@ -381,6 +454,7 @@ def resolve(
         _safetensors(layout, facts, hints, acc)
     else:
         _diffusers(layout, facts, hints, acc)
+    _card(facts, hints, acc)
 
     info = ResolvedInfo(format=layout.format)
     for key in ("family", "architecture", "parameterCount", "quantization", "contextWindowTokens"):
@@ -395,7 +469,27 @@ def resolve(
     missing = [k for k in required if k not in info]
     if not info["supportedEndpointTypes"]:
         missing.append("supportedEndpointTypes")
-    return Resolution(info=info, partial=bool(missing), precision=acc.precision, missing=missing)
+    return Resolution(
+        info=info,
+        partial=bool(missing),
+        precision=acc.precision,
+        missing=missing,
+        architecture=acc.architecture,
+        licenses=acc.licenses,
+        languages=acc.languages,
+        name=acc.name,
+    )
+
+
+def _card(facts: Mapping[str, FileFacts], hints: Mapping[str, Any], acc: _Acc) -> None:
+    """Licenses and languages the file headers did not give: the model card, then source hints."""
+    readme = facts.get("README.md")
+    card = front_matter(readme.content if readme is not None else None)
+    for source in (card, hints):
+        if not acc.licenses:
+            acc.licenses = spdx_licenses(source.get("license"), source.get("license_name"))
+        if not acc.languages:
+            acc.languages = iso_languages(source.get("language"))
 
 
 def summary(res: Resolution) -> str:

@@ -44,6 +44,11 @@ class SourceSnapshot:
     # Hints for metadata resolution (HF pipeline_tag, library_name, tags;
     # Ollama config model_family/file_type/model_type, ...).
     hints: dict[str, Any] = field(default_factory=dict)
+    # What the source says about the model itself, for the ModelPack descriptor.
+    # Never worker-local facts (paths, clocks): these enter the artifact's digest.
+    name: str = ""  # HF repo id, Ollama name:tag
+    source_url: str = ""  # canonical URL of a remote source; "" for local files and uploads
+    created: str = ""  # RFC 3339 date the source gives the snapshot (HF commit date)
 
 
 class Source(Protocol):

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -218,11 +219,35 @@ def hints_from(doc: dict[str, Any], repo: str) -> dict[str, Any]:
     if isinstance(doc.get("tags"), list):
         hints["tags"] = [t for t in doc["tags"] if isinstance(t, str)]
     card = doc.get("cardData")
-    if isinstance(card, dict) and isinstance(card.get("license"), str | list):
-        hints["license"] = card["license"]
+    if isinstance(card, dict):
+        for key in ("license", "language"):
+            if isinstance(card.get(key), str | list):
+                hints[key] = card[key]
+        if isinstance(card.get("license_name"), str):
+            hints["license_name"] = card["license_name"]
     if doc.get("gated"):
         hints["gated"] = True
     return hints
+
+
+def commit_date(doc: dict[str, Any]) -> str:
+    """The revision's commit date (model info ``lastModified``) as RFC 3339 UTC, or ``""``.
+
+    huggingface_hub documents ``lastModified`` as "date of last commit to the
+    repo"; we ask for the pinned revision and take it as that commit's date,
+    fixed for a commit sha, hence fit for the ModelPack ``createdAt`` and the
+    files' mtime (not verified against the live Hub here: docs/publish.md).
+    """
+    value = doc.get("lastModified")
+    if not isinstance(value, str):
+        return ""
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        return ""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class HuggingFaceSource:
@@ -340,6 +365,9 @@ class HuggingFaceSource:
             files=files,
             revision=commit,
             hints=hints_from(doc, self.repo),
+            name=self.repo,
+            source_url=f"{DEFAULT_ENDPOINT}/{self.repo}",
+            created=commit_date(doc),
         )
 
     def _probe(self, path: str) -> None:

@@ -54,6 +54,7 @@ from lib.sources.http import (
 from lib.sources.urls import ParsedSource, parse_source_url
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
+LIBRARY_PAGE = "https://ollama.com"  # where a library model's page lives (the ModelPack sourceURL)
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
@@ -241,6 +242,8 @@ class OllamaSource:
             revision=self.tag,
             remote_digest=digest,
             hints=hints,
+            name=f"{self.repository.removeprefix('library/')}:{self.tag}",
+            source_url=f"{LIBRARY_PAGE}/{self.repository}",
         )
 
     def _config(self, desc: Descriptor) -> Any:

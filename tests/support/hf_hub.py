@@ -1,7 +1,9 @@
 """A local stand-in for the Hugging Face Hub HTTP API, serving repos from disk.
 
 It speaks the documented protocol (``references.md``): model info at
-``/api/models/{repo}/revision/{rev}?blobs=true`` with ``sha`` and
+``/api/models/{repo}/revision/{rev}?blobs=true`` with ``sha``,
+``lastModified`` (the commit's date, ISO 8601 with milliseconds as the Hub
+writes it; fixed per commit here) and ``createdAt`` (the repository's), and
 ``siblings[{rfilename, size, blobId, lfs{sha256, size}}]``; file downloads at
 ``/{repo}/resolve/{rev}/{file}``, where LFS files answer 302 to a "CDN" on
 another host (127.0.0.2 when it binds, else ``localhost``) carrying
@@ -28,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -37,6 +40,12 @@ LFS_PATTERNS = (
     "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.model", "*.zip", "*.tar.gz",
 )
 CHUNK = 1 << 20
+
+
+def commit_date(commit: str) -> str:
+    """A commit's date as the Hub writes ``lastModified``: fixed per commit, within 2024."""
+    when = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=int(commit[:8], 16) % (365 * 86400))
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 @dataclass
@@ -345,6 +354,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "modelId": repo.repo_id,
             "author": repo.repo_id.split("/")[0],
             "sha": commit,
+            "lastModified": commit_date(commit),
+            "createdAt": "2022-03-02T23:29:04.000Z",
             "private": repo.private,
             "gated": "manual" if repo.gated else False,
             "disabled": False,
