@@ -22,6 +22,7 @@ BENCHES = [
     ("bench_hooks", []),
     ("bench_load", []),
     ("bench_concurrent_publish", []),
+    ("bench_dmcr", ["256", "2000"]),
 ]
 
 

@@ -74,7 +74,7 @@ def test_cleanup_deletes_manifest_and_its_tags_only(dmcr, tmp_path):
     assert code == 0, result
     assert result == {
         "artifact": {"uri": artifact, "digest": digest},
-        "cleanup": {"deleted": True, "alreadyAbsent": False, "tags": ["latest", "v1"]},
+        "cleanup": {"deleted": True, "alreadyAbsent": False, "tags": ["latest", "v1"], "blobsUnlinked": 1},
     }
     assert manifest_status(dmcr, name, digest) == 404
     assert manifest_status(dmcr, name, "v1") == 404
@@ -88,9 +88,9 @@ def test_cleanup_is_idempotent(dmcr, tmp_path):
     artifact = f"{dmcr.host}/{name}@{digest}"
     cred = dmcr.cleanup_credential(name)
     first = run_inprocess(dmcr, tmp_path, artifact, cred)
-    assert first[0] == 0 and first[1]["cleanup"] == {"deleted": True, "alreadyAbsent": False, "tags": []}
+    assert first[0] == 0 and first[1]["cleanup"] == {"deleted": True, "alreadyAbsent": False, "tags": [], "blobsUnlinked": 2}
     again = run_inprocess(dmcr, tmp_path, artifact, cred)
-    assert again[0] == 0 and again[1]["cleanup"] == {"deleted": False, "alreadyAbsent": True, "tags": []}
+    assert again[0] == 0 and again[1]["cleanup"] == {"deleted": False, "alreadyAbsent": True, "tags": [], "blobsUnlinked": 0}
     assert manifest_status(dmcr, name, digest) == 404
 
 

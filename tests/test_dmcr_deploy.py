@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import yaml
 from lib import credentials, registry_token
 from lib.config import Config
 from tests.support.dmcr import DmcrServer
-from tests.support.registry import BINARY, RegistryServer, free_port
+from tests.support.registry import RegistryServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "dmcr"
@@ -121,10 +122,11 @@ def test_registry_config_agrees_with_the_hook_service():
 def test_gc_cronjob_shares_config_and_storage_and_keeps_untagged_manifests():
     gc, deployment = by_kind("CronJob", "dmcr-gc"), by_kind("Deployment", "dmcr")
     container = pod_spec(gc)["containers"][0]
-    assert container["image"] == pod_spec(deployment)["containers"][0]["image"]
-    assert container["command"][:2] == ["registry", "garbage-collect"]
-    assert not {"-m", "--delete-untagged", "--delete-untagged=true"} & set(container["command"])
-    config_path = container["command"][-1]
+    assert container["image"].startswith("ghcr.io/ai-models/worker:")  # the module's GC (jobs/gc.py)
+    assert container["command"][:4] == ["python", "-m", "jobs", "gc"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["AI_MODELS_REGISTRY_GC_WINDOW"] == "03:00-03:30"
+    config_path = container["command"][container["command"].index("--config") + 1]
     assert file_source(gc, config_path) == ("dmcr-config", Path(config_path).name)
     root = registry_config()["storage"]["filesystem"]["rootdirectory"]
     assert mounts(gc)[root][1]["persistentVolumeClaim"]["claimName"] == "dmcr-storage"
@@ -297,13 +299,20 @@ def test_garbage_collect_removes_blobs_of_deleted_manifests_only(shipped, tmp_pa
         assert r.status_code == 201, r.text
         layers[name + "@"] = r.headers["Docker-Content-Digest"]
     h = _bearer(hooks, hooks.cleanup_credential(drop), f"repository:{drop}:delete")
+    # what the cleanup Job does: unlink the manifest's blobs, delete the manifest
+    r = requests.delete(f"{reg.url}/v2/{drop}/blobs/{layers[drop]}", headers=h, verify=ca, timeout=5)
+    assert r.status_code == 202
     r = requests.delete(f"{reg.url}/v2/{drop}/manifests/{layers[drop + '@']}", headers=h, verify=ca, timeout=5)
     assert r.status_code == 202
 
     cfg_file = reg.workdir / "config.yml"  # the shipped config as this registry runs it
     gc = by_kind("CronJob", "dmcr-gc")
-    command = [BINARY, *pod_spec(gc)["containers"][0]["command"][1:-1], str(cfg_file)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    command = pod_spec(gc)["containers"][0]["command"]
+    command = [sys.executable, *command[1:]]
+    command[command.index("--config") + 1] = str(cfg_file)
+    command[command.index("--result-file") + 1] = str(tmp_path / "gc.json")
+    # outside 03:00-03:30 here: no window, the test runs nothing concurrently
+    done = subprocess.run([*command, "--window", ""], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
 
     def blob_data(d: str) -> Path:

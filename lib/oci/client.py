@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -73,6 +74,7 @@ READ_CHUNK = 4 << 20  # bytes per read when streaming a blob down (larger reads:
 MAX_MANIFEST = 4 << 20  # distribution's own limit for manifests
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0  # a PUT that commits a resumed blob may re-hash it server-side
+MAX_REDIRECTS = 5  # blob GET/HEAD → object storage (S3 presigned URL); never more than one in practice
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class RegistryClient:
     ) -> requests.Response:
         """One HTTP exchange with auth (one re-auth on 401); transport errors become typed errors."""
         headers = dict(kwargs.pop("headers", None) or {})
+        follow = kwargs.pop("allow_redirects", method in ("GET", "HEAD"))
         for attempt in range(3):
             auth = self.auth.header(scopes)
             if auth:
@@ -184,7 +187,8 @@ class RegistryClient:
                 headers.pop("Authorization", None)
             try:
                 resp = self.session.request(
-                    method, url, headers=headers, timeout=self.timeout, verify=self.verify, **kwargs
+                    method, url, headers=headers, timeout=self.timeout, verify=self.verify,
+                    allow_redirects=False, **kwargs,
                 )
             except requests.exceptions.SSLError as e:
                 raise TLSError(
@@ -213,8 +217,59 @@ class RegistryClient:
                 if self.auth.challenged(resp, scopes):
                     resp.close()
                     continue
-            return resp
+            break
+        if follow and resp.is_redirect:
+            return self._follow_redirects(resp, method, headers, what=what, **kwargs)
         return resp
+
+    def _follow_redirects(
+        self, resp: requests.Response, method: str, headers: dict[str, str], *, what: str, **kwargs: Any
+    ) -> requests.Response:
+        """Follow a blob redirect (DMCR on S3 with redirects on) with no credentials.
+
+        The registry's token is never sent to the object store, whatever its host: the
+        presigned URL is the only authority it needs. Another origin is verified against
+        the system trust store (plus ``REQUESTS_CA_BUNDLE``), not the registry's CA file.
+        """
+        plain = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        origin = urlsplit(self.base)[:2]
+        for _ in range(MAX_REDIRECTS):
+            target = urljoin(resp.url, resp.headers["Location"])
+            resp.close()
+            parts = urlsplit(target)
+            if parts.scheme not in ("http", "https"):
+                raise RegistryError(
+                    None, f"{what}: registry {self.registry} redirected to a {parts.scheme!r} URL"
+                )
+            verify = self.verify if parts[:2] == origin else True
+            try:
+                resp = self.session.request(
+                    method, target, headers=plain, timeout=self.timeout, verify=verify,
+                    allow_redirects=False, **kwargs,
+                )
+            except requests.exceptions.SSLError as e:
+                raise TLSError(
+                    None,
+                    f"TLS verification failed for {what} at the object store {parts.hostname} that "
+                    f"{self.registry} redirected to: {_brief(e)}; trust its CA (REQUESTS_CA_BUNDLE) "
+                    "or turn the registry's storage redirect off",
+                ) from e
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as e:
+                raise _Retry(
+                    Unreachable(
+                        None,
+                        f"object store {parts.hostname} that {self.registry} redirected {what} to "
+                        f"is unreachable: {_brief(e)}",
+                    )
+                ) from e
+            if not resp.is_redirect:
+                return resp
+        resp.close()
+        raise RegistryError(None, f"{what}: more than {MAX_REDIRECTS} redirects from {self.registry}")
 
     def _call(
         self,
@@ -554,8 +609,8 @@ class RegistryClient:
 
         ``verify=False`` leaves hashing to a caller that does it in another thread
         (materialize), so the network read and the hash overlap on two cores.
-        Redirects to storage on another host are followed without our Authorization header
-        (requests drops it when the host changes).
+        Redirects to storage (S3 presigned URLs) are followed without our Authorization
+        header, whatever the host (``_follow_redirects``).
         """
         validate_repository(repo)
         validate_digest(digest)
@@ -670,6 +725,32 @@ class RegistryClient:
             what=f"DELETE manifest {repo}@{digest}",
             ok=(202, 200, 204),
         )
+
+    def list_repositories(self, page_size: int = 1000) -> list[str]:
+        """Every repository (``/v2/_catalog``, paginated); needs ``registry:catalog:*``."""
+        url: str | None = urls.catalog_url(self.base, n=page_size)
+        repos: list[str] = []
+        pages = 0
+        scopes = (Scope("registry", "catalog", ("*",)),)
+        while url and pages < 100_000:
+            resp = self._call("GET", url, scopes, what="list repositories", ok=(200,))
+            repos += [r for r in resp.json().get("repositories") or [] if isinstance(r, str)]
+            url = urls.next_page(url, resp.headers.get("Link"))
+            pages += 1
+        return repos
+
+    def delete_blob(self, repo: str, digest: str) -> bool:
+        """Unlink a blob from ``repo`` (its data stays for GC); False when it was not linked."""
+        validate_repository(repo)
+        validate_digest(digest)
+        resp = self._call(
+            "DELETE",
+            urls.blob_url(self.base, repo, digest),
+            (repository_scope(repo, "delete"),),
+            what=f"DELETE blob {digest} in {repo}",
+            ok=(202, 200, 204, 404),
+        )
+        return resp.status_code != 404
 
     def list_tags(self, repo: str) -> list[str]:
         validate_repository(repo)

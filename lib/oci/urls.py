@@ -51,6 +51,12 @@ def manifest_url(base: str, repo: str, ref: str) -> str:
     return f"{base}/v2/{repo}/manifests/{quote(ref, safe=':')}"
 
 
+def catalog_url(base: str, *, n: int | None = None, last: str | None = None) -> str:
+    url = f"{base}/v2/_catalog"
+    params = {k: str(v) for k, v in (("n", n), ("last", last)) if v is not None}
+    return url + ("?" + urlencode(params) if params else "")
+
+
 def tags_url(base: str, repo: str, *, n: int | None = None, last: str | None = None) -> str:
     url = f"{base}/v2/{repo}/tags/list"
     params = {k: str(v) for k, v in (("n", n), ("last", last)) if v is not None}

@@ -51,6 +51,10 @@ class RegistryServer:
     htpasswd: dict[str, str] | None = None
     token: TokenAuth | None = None
     storage: Path | None = None
+    # The whole ``storage:`` section instead of a filesystem directory (e.g. ``MotoServer.registry_storage``).
+    storage_config: dict | None = None
+    # ``http.secret``: replicas behind one address share it, so each accepts the others' upload state.
+    http_secret: str = "ai-models-test-secret"
     proc: subprocess.Popen | None = None
 
     @property
@@ -71,12 +75,12 @@ class RegistryServer:
         cfg: dict = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
-            "storage": {
+            "storage": self.storage_config or {
                 "filesystem": {"rootdirectory": str(storage)},
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {"addr": self.host, "secret": "ai-models-test-secret"},
+            "http": {"addr": self.host, "secret": self.http_secret},
         }
         if self.tls_cert and self.tls_key:
             cfg["http"]["tls"] = {"certificate": str(self.tls_cert), "key": str(self.tls_key)}
@@ -101,6 +105,10 @@ class RegistryServer:
         cfg_path.write_text(yaml.safe_dump(self.config()))
         log = open(self.workdir / "registry.log", "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        if "s3" in (self.storage_config or {}):
+            # distribution 2.8's s3 driver fails at start-up with AWS_CA_BUNDLE set, and would
+            # pick up AWS_* credentials and proxies: give it a clean environment.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
         self.proc = subprocess.Popen(
             [BINARY, "serve", str(cfg_path)],
             stdout=log,
