@@ -113,16 +113,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def materialize(
-    client: RegistryClient, repository: str, digest: str, into: Path, *, log: Log = _stderr
-) -> Summary:
-    """Make ``into`` hold exactly-verified copies of the artifact's files."""
-    into.mkdir(parents=True, exist_ok=True)
-    marker = into / MARKER
-    if _read_marker(marker) == digest:
-        return Summary(digest=digest, skipped=True)
-    marker.unlink(missing_ok=True)  # a different artifact was here: never mark a mixed state
+Layers = list[tuple[str, modelpack.Descriptor]]  # (file path, layer descriptor): ``parse_manifest``
 
+
+def read_manifest(client: RegistryClient, repository: str, digest: str) -> Layers:
+    """The artifact's files, from its manifest fetched by digest and checked against it.
+
+    Separate from ``materialize`` so that the node cache can size a download
+    (and check a pod's credential) before it starts one.
+    """
     manifest = client.get_manifest(repository, digest)
     actual = "sha256:" + hashlib.sha256(manifest.body).hexdigest()
     if actual != digest:
@@ -130,9 +129,33 @@ def materialize(
     if not modelpack.is_model_manifest(manifest.body):
         raise MaterializeError(f"{repository}@{digest} is not a ModelPack model artifact")
     try:
-        layers = modelpack.parse_manifest(manifest.body)
+        return modelpack.parse_manifest(manifest.body)
     except modelpack.ManifestError as e:
         raise MaterializeError(f"{repository}@{digest}: {e}") from None
+
+
+def materialize(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    into: Path,
+    *,
+    log: Log = _stderr,
+    layers: Layers | None = None,
+) -> Summary:
+    """Make ``into`` hold exactly-verified copies of the artifact's files.
+
+    ``layers``: what ``read_manifest`` returned for this digest, when the
+    caller already has it (the manifest is then not fetched again).
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    marker = into / MARKER
+    if _read_marker(marker) == digest:
+        return Summary(digest=digest, skipped=True)
+    marker.unlink(missing_ok=True)  # a different artifact was here: never mark a mixed state
+
+    if layers is None:
+        layers = read_manifest(client, repository, digest)
 
     root = into.resolve()
     summary = Summary(digest=digest)
