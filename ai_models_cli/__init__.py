@@ -1,0 +1,1 @@
+"""``ai-models``: the user's side of the module from a workstation (docs/upload.md, "Command line")."""
