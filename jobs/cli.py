@@ -20,12 +20,26 @@ def _byte_count(value: str) -> int:
     return n
 
 
+def _duration(value: str) -> float:
+    from jobs.gc import parse_duration
+
+    return parse_duration(value)
+
+
 def _registry_opts(p: argparse.ArgumentParser, *, destination: bool) -> None:
     if destination:
         p.add_argument("--registry-auth-file", help="Docker config JSON for the destination (DMCR)")
         p.add_argument("--registry-ca-file", help="PEM CA bundle for the destination (DMCR)")
     p.add_argument(
         "--insecure-registry", action="store_true", help="allow plain HTTP to the registry"
+    )
+
+
+def _model_name_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model-name",
+        default="",
+        help="the Model's name: the ModelPack descriptor.name when the source has none of its own",
     )
 
 
@@ -41,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure-source", action="store_true", help="the oci:// source registry speaks plain HTTP"
     )
+    _model_name_opt(p)
     _registry_opts(p, destination=True)
     p.add_argument("--result-file", default=DEFAULT_RESULT)
     p.set_defaults(module="jobs.publish")
@@ -49,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", required=True)
     p.add_argument("--listen", required=True, help="HOST:PORT")
     p.add_argument("--token-file", required=True)
+    _model_name_opt(p)
     _registry_opts(p, destination=True)
     p.add_argument("--result-file", default=DEFAULT_RESULT)
     p.add_argument("--scratch-dir", default="/tmp/upload", help="spool directory (zip only)")
@@ -70,6 +86,18 @@ def parser() -> argparse.ArgumentParser:
     _registry_opts(p, destination=False)
     p.set_defaults(module="jobs.materialize")
 
+    p = sub.add_parser("node-cache", help="CSI node plugin: mount artifacts from a node-shared cache")
+    p.add_argument("--csi-endpoint", required=True, help="unix:///PATH of the gRPC socket")
+    p.add_argument("--node-id", required=True, help="the node's name (NodeGetInfo)")
+    p.add_argument("--cache-dir", required=True, help="the node directory holding one entry per digest")
+    p.add_argument("--max-cache-bytes", type=_byte_count, default=0,
+                   help="evict unused entries to stay within N bytes; 0: no budget")
+    p.add_argument("--registry-ca-file", help="PEM CA bundle for DMCR (else the pull Secret's ca.crt)")
+    p.add_argument("--registry", default="", help="serve artifacts of this registry (host[:port]) only")
+    p.add_argument("--metrics-listen", default="", help="HOST:PORT for Prometheus /metrics")
+    _registry_opts(p, destination=False)
+    p.set_defaults(module="jobs.node_cache.server")
+
     p = sub.add_parser("cleanup", help="delete a published artifact")
     p.add_argument("--artifact", required=True, help="REGISTRY/REPOSITORY@DIGEST")
     p.add_argument("--auth-file")
@@ -77,6 +105,25 @@ def parser() -> argparse.ArgumentParser:
     _registry_opts(p, destination=False)
     p.add_argument("--result-file", default=DEFAULT_RESULT)
     p.set_defaults(module="jobs.cleanup")
+
+    p = sub.add_parser("sweep", help="delete DMCR artifacts whose Model or ClusterModel is gone")
+    p.add_argument("--registry", required=True, help="DMCR host[:port]")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: the in-cluster ServiceAccount)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.add_argument("--registry-ca-file", help="PEM CA bundle for DMCR")
+    _registry_opts(p, destination=False)  # its credential derives from the signing keys
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.sweep")
+
+    p = sub.add_parser("gc", help="DMCR garbage collection, safe beside running publishes (docs/dmcr.md)")
+    p.add_argument("--config", required=True, help="the registry's config.yml (its storage section)")
+    p.add_argument("--grace", type=_duration, default="48h",
+                   help="keep blobs linked into a repository this recently (default 48h)")
+    p.add_argument("--window", default=None,
+                   help="read-only window HH:MM-HH:MM UTC (default $AI_MODELS_REGISTRY_GC_WINDOW; '' = none)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    p.add_argument("--result-file", default=DEFAULT_RESULT)
+    p.set_defaults(module="jobs.gc")
 
     p = sub.add_parser("catalog-probe", help="read an external catalog index")
     p.add_argument("--catalog", required=True, help="REGISTRY/REPOSITORY:TAG")

@@ -793,7 +793,8 @@ def run_session(args: argparse.Namespace, *, stop: threading.Event | None = None
 
     def publisher(snapshot: SourceSnapshot) -> WorkerResult:
         # Progress counts the request bytes (compressed, for archives) in the handler.
-        return publish(snapshot, dest, client)
+        # The Model's name names the model when the upload does not (a GGUF's general.name).
+        return publish(snapshot, dest, client, name=getattr(args, "model_name", "") or "")
 
     session = Session(
         token=token,

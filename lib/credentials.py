@@ -15,7 +15,12 @@ password), which keeps the hooks pure functions of their request.
 Grants:
 - ``push``: push and pull one model's repository (its publish Job);
 - ``delete``: delete in one repository (its cleanup Job), plus pull to read it;
-- ``pull``: pull of exactly the listed repositories (a workload's models).
+- ``pull``: pull of exactly the listed repositories (a workload's models);
+- ``sweep``: list the registry's repositories and pull/delete in every one
+  under ``ai-models/catalog/`` (the module's sweep of repositories whose
+  Model or ClusterModel is gone, ``jobs sweep``). Its only holder is the
+  sweep CronJob of the module namespace, which derives it itself from the
+  mounted signing keys: no tenant ever sees it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from lib.api.naming import derive_secret
+from lib.api.naming import REPOSITORY_ROOT, derive_secret
 from lib.signing_keys import KID_RE, SigningKeys
 
 PURPOSE = "dmcr-credential"
@@ -34,7 +39,9 @@ ACTIONS = {
     "push": ("pull", "push"),
     "delete": ("pull", "delete"),
     "pull": ("pull",),
+    "sweep": ("pull", "delete"),
 }
+SWEEP_PREFIX = REPOSITORY_ROOT + "/"
 # Compared against when the presented kid is unknown, so every refusal takes the same path.
 _NO_KEY = b"\0" * 32
 
@@ -83,7 +90,15 @@ class Grant:
 
     def allowed(self, repository: str) -> tuple[str, ...]:
         """Actions this grant allows on ``repository`` (empty when none)."""
+        if self.kind == "sweep":
+            under = repository.startswith(SWEEP_PREFIX) and ".." not in repository.split("/")
+            return ACTIONS["sweep"] if under and self.repositories == (SWEEP_PREFIX,) else ()
         return ACTIONS[self.kind] if repository in self.repositories else ()
+
+    @property
+    def catalog(self) -> bool:
+        """May list the registry's repositories (``registry:catalog:*``)."""
+        return self.kind == "sweep" and self.repositories == (SWEEP_PREFIX,)
 
 
 def credential(keys: Keys, grant: Grant) -> tuple[str, str]:
@@ -97,6 +112,10 @@ def publish_credential(keys: Keys, repository: str) -> tuple[str, str]:
 
 def cleanup_credential(keys: Keys, repository: str) -> tuple[str, str]:
     return credential(keys, Grant("delete", (repository,)))
+
+
+def sweep_credential(keys: Keys) -> tuple[str, str]:
+    return credential(keys, Grant("sweep", (SWEEP_PREFIX,)))
 
 
 def pull_credential(keys: Keys, repositories: list[str]) -> tuple[str, str]:

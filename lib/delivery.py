@@ -582,6 +582,9 @@ def mutate_object(obj: Mapping[str, Any], config: Config) -> Mutation:
 
 
 def _label_patch(meta: Mapping[str, Any], consumer: bool) -> list[dict[str, Any]]:
+    """The consumer label (the one DecoratorController selects by it), and for a workload that
+    no longer names models, the decorator's annotations dropped: with no finalize hook
+    (metacontroller/workloads.yaml) nobody else removes them."""
     labels = meta.get("labels")
     current = dict(labels) if isinstance(labels, dict) else {}
     wanted = dict(current)
@@ -589,10 +592,14 @@ def _label_patch(meta: Mapping[str, Any], consumer: bool) -> list[dict[str, Any]
         wanted[LABEL_CONSUMER] = "true"
     else:
         wanted.pop(LABEL_CONSUMER, None)
-    if wanted == current:
-        return []
-    old = {"labels": labels} if "labels" in meta else {}
-    return json_patch(old, {"labels": wanted}, "/metadata")
+    ops = [] if wanted == current else json_patch({"labels": labels} if "labels" in meta else {},
+                                                   {"labels": wanted}, "/metadata")
+    annotations = meta.get("annotations")
+    if not consumer and isinstance(annotations, dict):
+        for key in (ANNOTATION_RESOLUTION, ANNOTATION_BLOCKED):
+            if key in annotations:
+                ops.append({"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"})
+    return ops
 
 
 # ------------------------------------------------------------------ JSONPatch

@@ -394,7 +394,8 @@ def test_plan_uses_the_only_ready_source_and_freezes_the_selection():
 def test_plan_refuses_none_ready_ambiguous_unknown_and_missing_names():
     none_ready = model_catalog.plan(cat_model({"name": "qwen3-8b"}), related_sources(
         source(status=failed_status("CatalogSourceNotReady"))), CFG)
-    assert none_ready.error.reason == "CatalogSourceNotReady" and none_ready.error.phase == "Pending"
+    # The user guide: CatalogSourceNotReady is shown as Failed (recoverable), not Pending.
+    assert none_ready.error.reason == "CatalogSourceNotReady" and none_ready.error.phase == "Failed"
     assert none_ready.frozen is None
     two = related_sources(source(status=ready_status()), source("lab", status=ready_status()))
     amb = model_catalog.plan(cat_model({"name": "qwen3-8b"}), two, CFG)
@@ -429,7 +430,7 @@ def test_frozen_selection_never_moves_when_the_catalog_publishes_a_new_revision(
 def test_frozen_import_waits_for_the_source_and_keeps_its_digest():
     parent = cat_model({"name": "qwen3-8b"}, {"phase": "Failed", "source": {"catalog": FROZEN}})
     for reason, phase in (("CatalogAuthFailed", "Failed"), ("CatalogTLSInvalid", "Failed"),
-                          ("CatalogSourceNotReady", "Pending"), ("CatalogInvalid", "Pending")):
+                          ("CatalogSourceNotReady", "Failed"), ("CatalogInvalid", "Failed")):
         p = model_catalog.plan(parent, related_sources(source(status=failed_status(reason))), CFG)
         expected = reason if reason in ("CatalogAuthFailed", "CatalogTLSInvalid") else "CatalogSourceNotReady"
         assert (p.error.reason, p.error.phase) == (expected, phase)
@@ -586,3 +587,56 @@ def test_http_routes_answer_and_refuse_malformed_parents():
     del bad["parent"]["spec"]["registry"]
     r = client.post("/hooks/modelcatalogsource/sync", json=bad)
     assert r.status_code == 400 and "registry" in r.get_json()["error"]
+
+
+def test_the_only_source_failing_with_auth_or_tls_shows_its_reason_without_source_name():
+    """The user guide: with sourceName omitted and the only source Failed with CatalogAuthFailed or
+    CatalogTLSInvalid, the Model shows Failed with that reason (recoverable)."""
+    for reason in ("CatalogAuthFailed", "CatalogTLSInvalid"):
+        p = model_catalog.plan(cat_model({"name": "qwen3-8b"}), related_sources(
+            source(status=failed_status(reason, "401 from registry"))), CFG)
+        assert (p.error.reason, p.error.phase) == (reason, "Failed"), p.error
+        a = model_sync(cat_model({"name": "qwen3-8b"}), related=[source(status=failed_status(reason, "x"))])
+        assert a["status"]["phase"] == "Failed" and a["children"] == []
+        assert next(c for c in a["status"]["conditions"] if c["type"] == "Ready")["reason"] == reason
+    # Two sources, none Ready: no guess at which one was meant.
+    two = related_sources(source(status=failed_status("CatalogAuthFailed")), source("lab", status=failed_status("x")))
+    p = model_catalog.plan(cat_model({"name": "qwen3-8b"}), two, CFG)
+    assert (p.error.reason, p.error.phase) == ("CatalogSourceNotReady", "Failed")
+
+
+def test_catalog_errors_of_the_import_job_show_failed_and_are_retried_with_the_same_digest():
+    """The user guide: catalog errors during the import end as Failed with the catalog reason,
+    recoverable with the same revision and digest; not an endless Publishing."""
+    parent = cat_model({"name": "qwen3-8b"})
+    src = source(status=ready_status())
+    p1 = hr.next_parent(parent, model_sync(parent, related=[src]))
+    job1 = import_job_for(p1)
+    obs, pod = finished(job1, {"error": {"reason": "CatalogAuthFailed", "message": "401 from the catalog"}},
+                        exit_code=1)
+    b = model_sync(p1, related=[src, obs, pod])
+    st = b["status"]
+    assert st["phase"] == "Failed" and st["attempt"] == 2 and st["source"]["catalog"] == FROZEN
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "CatalogAuthFailed" and "recoverable" in ready["message"]
+    # The source runs the next attempt, same digest, while the Model keeps showing Failed.
+    p2 = hr.next_parent(p1, b)
+    job2 = import_job_for(p2)
+    assert job2["metadata"]["labels"]["ai.deckhouse.io/attempt"] == "2"
+    args = job2["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--source") + 1].endswith(f"@{D1}")
+    running = hr.observe(job2, status=hr.job_status(active=1))
+    c = model_sync(p2, related=[src, running, hr.pod_of(running)])
+    assert c["status"]["phase"] == "Failed"
+    assert next(x for x in c["status"]["conditions"] if x["type"] == "Ready")["reason"] == "CatalogAuthFailed"
+    # The administrator fixed the credential: the retry publishes and the Model is Ready.
+    dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{parent['metadata']['uid']}"
+    obs2, pod2 = finished(job2, json.loads(hr.success_result(dest, resolved_type="Catalog")))
+    d = model_sync(hr.next_parent(p2, c), related=[src, obs2, pod2])
+    assert d["status"]["phase"] == "Ready" and d["status"]["source"]["catalog"] == FROZEN
+    # A permanent catalog error (the pinned digest is gone upstream) stays Failed: nothing retried.
+    obs3, pod3 = finished(job1, {"error": {"reason": "CatalogModelNotFound", "message": "gone"}}, exit_code=2)
+    e = model_sync(p1, related=[src, obs3, pod3])
+    assert e["status"]["phase"] == "Failed"
+    assert not [j for j in jobs(src_sync(src, related=[pull_secret(), hr.next_parent(p1, e)])).values()
+                if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"]

@@ -108,7 +108,7 @@ def test_the_tree_has_every_part_of_the_module():
             ("models", "clustermodels", "modelcatalogsources")} <= kinds
     assert {n for k, n in kinds if k in ("CompositeController", "DecoratorController")} == {
         "ai-models-model", "ai-models-clustermodel", "ai-models-modelcatalogsource",
-        "ai-models-workload-model", "ai-models-workload-clustermodel"}
+        "ai-models-workloads"}
     for kind, name in [("Deployment", "ai-models-hooks"), ("Service", "ai-models-hooks"),
                        ("PodDisruptionBudget", "ai-models-hooks"), ("ServiceAccount", "ai-models-hooks"),
                        ("Deployment", "dmcr"), ("Service", "dmcr"), ("CronJob", "dmcr-gc"),
@@ -119,7 +119,7 @@ def test_the_tree_has_every_part_of_the_module():
 
 
 # Optional kustomizations applied on their own (docs/install.md), rendered here like the tree.
-OPTIONAL = ("upload-ingress",)
+OPTIONAL = ("upload-ingress", "dmcr/s3", "monitoring", "node-cache")
 
 
 def test_every_manifest_under_deploy_is_part_of_the_tree():
@@ -196,7 +196,13 @@ WORKLOADS = [o for o in OBJECTS if o["kind"] in ("Deployment", "StatefulSet", "D
 def test_every_pod_is_restricted(obj):
     [spec] = pod_specs(obj)
     assert restricted_violations(spec) == []
-    assert spec.get("automountServiceAccountToken") is False, "no pod in deploy/ calls the Kubernetes API"
+    # One pod in deploy/ reads the API: the sweep lists Models and ClusterModels (get/list, nothing else).
+    reads_api = ident(obj) == "CronJob/d8-ai-models/ai-models-sweep"
+    assert spec.get("automountServiceAccountToken") is reads_api, "no other pod in deploy/ calls the Kubernetes API"
+    if reads_api:
+        role = get("ClusterRole", "ai-models:sweep")
+        assert role["rules"] == [{"apiGroups": ["ai.deckhouse.io"], "resources": ["models", "clustermodels"],
+                                  "verbs": ["get", "list"]}]
 
 
 def _pinned(image: str) -> bool:
@@ -665,3 +671,40 @@ def test_the_security_page_names_every_shipped_role_and_policy():
     for o in OBJECTS:
         if o["kind"] in ("ClusterRole", "NetworkPolicy"):
             assert f"`{o['metadata']['name']}`" in page, f"docs/security.md does not mention {ident(o)}"
+
+
+def _allows(role: Obj, group: str, resource: str, verb: str) -> bool:
+    return any(group in r.get("apiGroups", []) and resource in r.get("resources", []) and verb in r.get("verbs", [])
+               for r in role["rules"])
+
+
+def test_metacontroller_may_block_owner_deletion_and_see_namespaces():
+    """OwnerReferencesPermissionEnforcement: Metacontroller sets blockOwnerDeletion on every child and
+    attachment, which needs update on the owner's finalizers; the Model hooks relate their Namespace."""
+    from tests.test_manifests import _all_controllers
+
+    role = get("ClusterRole", "ai-models:metacontroller")
+    owners: set[tuple[str, str]] = set()
+    for c in _all_controllers():
+        spec = c["spec"]
+        if c["kind"] == "CompositeController":
+            owners.add((spec["parentResource"]["apiVersion"].split("/")[0], spec["parentResource"]["resource"]))
+        else:
+            owners |= {(r["apiVersion"].split("/")[0] if "/" in r["apiVersion"] else "", r["resource"])
+                       for r in spec["resources"]}
+    assert owners
+    for group, resource in sorted(owners):
+        assert _allows(role, group, f"{resource}/finalizers", "update"), f"{group}/{resource}/finalizers"
+    for verb in ("get", "list", "watch"):
+        assert _allows(role, "", "namespaces", verb)
+
+
+def test_metacontrollers_namespace_is_the_documented_patch_point():
+    policy = get("NetworkPolicy", "ai-models-hooks")
+    rule = policy["spec"]["ingress"][0]
+    assert [p["port"] for p in rule["ports"]] == ["hooks"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "metacontroller"}}}]
+    [subject] = get("ClusterRoleBinding", "ai-models:metacontroller")["subjects"]
+    assert subject["namespace"] == "metacontroller"
+    page = (ROOT / "docs" / "install.md").read_text()
+    assert "/spec/ingress/0/from" in page and "/subjects/0/namespace" in page

@@ -143,8 +143,12 @@ def test_metadata_files_are_kept_small_ones_only() -> None:
     assert facts.content == b"{}" and facts.path == "sub/tokenizer_config.json"
     facts = inspect_bytes("tokenizer.json", b'{"big": 1}')
     assert facts.kind == "json" and facts.content is None and facts.size == 10
-    facts = inspect_bytes("README.md", b"# hi")
-    assert facts.kind == "other" and facts.content is None and facts.size == 4
+    facts = inspect_bytes("vocab.txt", b"[PAD]")
+    assert facts.kind == "other" and facts.content is None and facts.size == 5
+    # A model card: only its first 64 KiB (the front matter) are kept, however long it is.
+    card = b"---\nlicense: mit\n---\n" + b"x" * (200 << 10)
+    facts = inspect_bytes("README.md", card, 4096)
+    assert facts.content == card[: 64 << 10] and facts.size == len(card)
 
 
 def test_oversized_metadata_is_counted_not_kept() -> None:
@@ -197,6 +201,10 @@ def test_counting_inspector_wants_whole_metadata_files_only() -> None:
     assert ins.wants_more
     partial = ins.finish(100)
     assert partial.content is None and partial.size == 100, "never keep half a config"
-    other = inspector_for("README.md")
+    other = inspector_for("vocab.txt")
     assert not other.wants_more
     assert other.finish(42).size == 42
+    card = inspector_for("README.md")
+    card.feed(b"---\n" + b"x" * (64 << 10))
+    assert not card.wants_more, "a present blob is read back only as far as the front matter"
+    assert card.finish(1 << 20).content == (b"---\n" + b"x" * (64 << 10))[: 64 << 10]

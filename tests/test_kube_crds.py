@@ -50,7 +50,7 @@ Obj = dict[str, Any]
 @pytest.fixture(scope="module")
 def crds(kube: ControlPlane) -> ControlPlane:
     """crds/ applied with server-side apply (kustomize) and Established."""
-    kube.kubectl("apply", "--server-side", "--field-manager=ai-models-tests", "-k", str(ROOT / "crds"))
+    kube.kubectl("apply", "--server-side", "--field-manager=ai-models-tests", "--force-conflicts", "-k", str(ROOT / "crds"))
     names = [f"crd/{p}.{GROUP}" for p in PLURALS.values()]
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
     return kube
@@ -276,3 +276,15 @@ def test_catalog_source_printer_columns(api, kube, kube_namespace):
     assert row[:4] == [stored["metadata"]["name"], s["phase"], s["catalogRevision"],
                        ",".join(m["name"] for m in s["models"])]
     api.delete_cluster_custom_object(GROUP, VERSION, "modelcatalogsources", stored["metadata"]["name"])
+
+
+@pytest.mark.parametrize("validation", ["Ignore", "Warn", "Strict"])
+def test_clustermodel_auth_secret_ref_is_refused_even_without_strict_field_validation(api, validation):
+    """An undeclared field is pruned silently under Ignore/Warn: a ClusterModel would go on without the
+    Secret its author meant. Declared and refused by a CEL rule, it fails for every client."""
+    obj = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterModel",
+           "metadata": {"name": f"private-{secrets.token_hex(3)}"},
+           "spec": {"source": {"url": "https://huggingface.co/acme/private", "authSecretRef": {"name": "hf"}}}}
+    message = refusal(api.create_cluster_custom_object, GROUP, VERSION, "clustermodels", obj,
+                      field_validation=validation)
+    assert "not allowed on a ClusterModel" in message

@@ -75,7 +75,7 @@ def deployed(kube: ControlPlane) -> Iterator[tuple[ControlPlane, str, str]]:
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                  *[f"crd/{p}.{g}" for g, _, p, _ in FOREIGN])
     wait_for(f"namespace {NS} not terminating (an earlier test may have deleted it)", lambda: _not_terminating(kube))
-    result = kube.kubectl("apply", "--server-side", "--field-manager=ai-models-tests", "-k", str(ROOT / "deploy"))
+    result = kube.kubectl("apply", "--server-side", "--field-manager=ai-models-tests", "--force-conflicts", "-k", str(ROOT / "deploy"))
     yield kube, result.stdout, result.stderr
     # failurePolicy Fail towards a Service nobody serves here: do not leave it to other tests.
     kube.kubectl("delete", "mutatingwebhookconfiguration", "ai-models-workloads", "--ignore-not-found")

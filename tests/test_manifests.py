@@ -84,6 +84,15 @@ def test_the_manifest_folders_are_not_empty():
     assert set(CRDS) == {"Model", "ClusterModel", "ModelCatalogSource"}
 
 
+# Metacontroller's CRDs as test data: the fields and enums of CompositeController and
+# DecoratorController that this module's objects may use, written down from Metacontroller v4.17.2
+# (manifests/production/metacontroller-crds-v1.yaml of metacontroller/metacontroller). Anything else
+# is refused (additionalProperties: false), so a field Metacontroller does not know fails here and
+# not silently in a cluster. Enums: updateStrategy.method (OnDelete, Recreate, InPlace,
+# RollingRecreate, RollingInPlace), hook version (v1, v2), webhook responseUnMarshallMode (loose,
+# strict; v2 hooks default to strict: pkg/hooks/webhook.go), service protocol (http, https),
+# selector operators (In, NotIn, Exists, DoesNotExist). ignoreStatusChanges on a decorator's
+# resources and on a composite parent exists from v4.17.2's CRDs on.
 _METACONTROLLER_HOOK = {
     "type": "object",
     "additionalProperties": False,
@@ -98,6 +107,7 @@ _METACONTROLLER_HOOK = {
                 "path": {"type": "string", "pattern": "^/"},
                 "timeout": {"type": "string", "pattern": r"^\d+(ms|s|m)$"},
                 "caBundle": {"type": "string"},
+                "responseUnMarshallMode": {"enum": ["loose", "strict"]},
                 "service": {
                     "type": "object",
                     "additionalProperties": False,
@@ -308,7 +318,12 @@ def test_hook_paths_match_the_hook_service_routes():
     metacontroller_routes = set(HOOKS) - WEBHOOK_PATHS
     assert metacontroller_routes, "hooks.app.HOOKS lists no Metacontroller routes"
     assert referenced - set(HOOKS) == set(), "a controller calls a path the hook service does not serve"
-    assert metacontroller_routes - referenced == set(), "a hook route no controller calls"
+    # /hooks/workload/finalize stays served (pinned) so that a DecoratorController of an older
+    # install releases its finalizers during an upgrade; no controller of ours declares it.
+    uncalled = {"/hooks/workload/finalize"}
+    assert metacontroller_routes - referenced == uncalled, "a hook route no controller calls"
+    assert not any("finalize" in _hooks(c) for c in _of_kind("DecoratorController")), (
+        "a decorator's finalize hook puts a finalizer on every user workload (issue: uninstall)")
     assert not referenced & WEBHOOK_PATHS
 
 
@@ -395,29 +410,50 @@ KINDS = {
 }
 
 
-def _matches(selector: dict[str, Any] | None, annotations: dict[str, str]) -> bool:
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels AND matchExpressions); a decorator resource
+    without one selects every object of its kind."""
     if selector is None:
         return True
-    if any(annotations.get(k) != v for k, v in (selector.get("matchAnnotations") or {}).items()):
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
         return False
     for expr in selector.get("matchExpressions") or []:
-        present = expr["key"] in annotations
+        present = expr["key"] in labels
         op = expr["operator"]
         if op == "Exists" and not present or op == "DoesNotExist" and present:
             return False
-        if op == "In" and annotations.get(expr["key"]) not in expr.get("values", []):
+        if op == "In" and labels.get(expr["key"]) not in expr.get("values", []):
             return False
-        if op == "NotIn" and present and annotations[expr["key"]] in expr.get("values", []):
+        if op == "NotIn" and present and labels[expr["key"]] in expr.get("values", []):
             return False
     return True
 
 
-def _decorator_matches(controller: dict[str, Any], kind: str, annotations: dict[str, str]) -> bool:
+def _decorator_matches(controller: dict[str, Any], kind: str, labels: dict[str, str]) -> bool:
     # Metacontroller keeps one selector per group+kind: a later entry replaces an earlier one.
     selectors: dict[str, dict[str, Any] | None] = {}
     for res in controller["spec"]["resources"]:
-        selectors[KINDS[(res["apiVersion"], res["resource"])]] = res.get("annotationSelector")
-    return kind in selectors and _matches(selectors[kind], annotations)
+        assert "annotationSelector" not in res, "selection is by the label the webhook keeps"
+        selectors[KINDS[(res["apiVersion"], res["resource"])]] = res.get("labelSelector")
+    return kind in selectors and _matches(selectors[kind], labels)
+
+
+def _admitted(kind: str, annotations: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The workload as the API server stores it: our mutating webhook's patch applied."""
+    import jsonpatch
+
+    from lib import delivery
+    from lib.config import Config
+
+    template = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "a", "image": "a"}]}}
+    spec: dict[str, Any] = {"template": template}
+    if kind == "CronJob":
+        spec = {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}
+    obj = {"apiVersion": "batch/v1" if kind == "CronJob" else "apps/v1", "kind": kind,
+           "metadata": {"name": "w", "namespace": "ns", "annotations": dict(annotations),
+                        **({"labels": labels} if labels is not None else {})}, "spec": spec}
+    mutation = delivery.mutate_object(obj, Config(registry="dmcr.test:5000"))
+    return jsonpatch.apply_patch(obj, mutation.patch)
 
 
 ANNOTATION_CASES = {
@@ -432,10 +468,22 @@ ANNOTATION_CASES = {
 @pytest.mark.parametrize("kind", sorted(KINDS.values()))
 @pytest.mark.parametrize("annotations", ANNOTATION_CASES.values(), ids=ANNOTATION_CASES.keys())
 def test_each_annotated_workload_is_decorated_exactly_once(kind, annotations):
+    """One controller selects exactly the workloads that name models, through the label the webhook
+    keeps, including a workload whose annotations were removed (the label goes, and so does the
+    resolution: no finalizer is needed)."""
     decorators = _of_kind("DecoratorController")
-    matched = [d["metadata"]["name"] for d in decorators if _decorator_matches(d, kind, annotations)]
+    stored = _admitted(kind, annotations)
+    matched = [d["metadata"]["name"] for d in decorators
+               if _decorator_matches(d, kind, stored["metadata"].get("labels") or {})]
     annotated = any(k.startswith("ai.deckhouse.io/") for k in annotations)
     assert len(matched) == (1 if annotated else 0), matched
+    # Later the annotations are removed: the label and the decorator's annotations go too.
+    stale = {**annotations, "ai.deckhouse.io/model-resolution": "[]", "ai.deckhouse.io/model-delivery-blocked": "x"}
+    for key in ("ai.deckhouse.io/model", "ai.deckhouse.io/clustermodel"):
+        stale.pop(key, None)
+    after = _admitted(kind, stale, labels={"ai.deckhouse.io/model-consumer": "true"})
+    assert not any(_decorator_matches(d, kind, after["metadata"].get("labels") or {}) for d in decorators)
+    assert not any(k.startswith("ai.deckhouse.io/") for k in after["metadata"].get("annotations") or {})
 
 
 @pytest.mark.parametrize("controller", _of_kind("DecoratorController"), ids=lambda c: c["metadata"]["name"])
@@ -446,6 +494,18 @@ def test_decorator_controllers(controller):
     assert [(a["apiVersion"], a["resource"]) for a in spec["attachments"]] == [("v1", "secrets")]
     assert all(a["updateStrategy"]["method"] for a in spec["attachments"])
     assert {n: h["webhook"]["path"] for n, h in _hooks(controller).items()} == {
-        h: f"/hooks/workload/{h}" for h in ("sync", "finalize", "customize")
+        h: f"/hooks/workload/{h}" for h in ("sync", "customize")
     }
+    # Metacontroller >= 4.17.2: rollouts and pod churn (status) do not call the hook.
+    assert all(r.get("ignoreStatusChanges") is True for r in spec["resources"])
     assert spec["resyncPeriodSeconds"] > 0
+
+
+def test_docs_name_the_port_the_controllers_call():
+    """docs/api.md once said 8080 while every controller called 8081: the page follows the objects."""
+    ports = {h["webhook"]["service"]["port"] for c in _all_controllers() for h in _hooks(c).values()}
+    assert len(ports) == 1
+    [port] = ports
+    page = (ROOT / "docs" / "api.md").read_text()
+    assert f"port **{port}**" in page
+    assert "CronJob (catalog probe)" not in page  # probes are Jobs (docs/catalog.md)

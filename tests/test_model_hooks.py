@@ -104,6 +104,8 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
         "https://huggingface.co/BAAI/bge-m3",
         "--destination",
         f"dmcr.test:5000/{repo}",
+        "--model-name",
+        "bge-m3",
         "--registry-auth-file",
         "/var/run/ai-models/registry/.dockerconfigjson",
         "--result-file",
@@ -603,3 +605,29 @@ def test_catalog_worker_failures_keep_retrying_past_the_bound():
     assert cond(b)["reason"] == "CatalogAuthFailed"
     init = hr.find_child(b, "Job")["spec"]["template"]["spec"]["initContainers"][0]
     assert init["args"] == [str(hooks_model.BACKOFF_MAX_SECONDS)]
+
+
+def test_ollama_registry_errors_end_as_publication_failed_after_the_retries():
+    """The user guide: Ollama registry, tag and manifest errors are Failed with PublicationFailed.
+    An unreachable registry is retried first (SourceUnavailable); the final reason is the guide's and
+    the message still says what was unreachable."""
+    parent = hr.model("qwen", source={"url": "https://ollama.com/library/qwen3:0.6b"})
+    answer = sync(parent)
+    for attempt in range(1, hooks_model.MAX_ATTEMPTS + 1):
+        p = hr.next_parent(parent, answer)
+        job = hr.observe(hr.find_child(answer, "Job"), status=hr.job_status(failed=1, condition="Failed"))
+        msg = "Ollama registry unavailable (manifest): registry.ollama.ai answered 503"
+        pod = hr.pod_of(job, exit_code=1, message=hr.error_result("SourceUnavailable", msg))
+        answer = sync(p, [job], [pod])
+        if attempt < hooks_model.MAX_ATTEMPTS:
+            assert answer["status"]["phase"] == "Publishing" and cond(answer)["reason"] == "SourceUnavailable"
+    assert answer["status"]["phase"] == "Failed" and cond(answer)["reason"] == "PublicationFailed"
+    assert "Ollama registry unavailable (manifest)" in cond(answer)["message"] and "gave up" in cond(answer)["message"]
+    # Hugging Face keeps its own reason (the guide names none for it).
+    hf = hr.model()
+    answer = sync(hf)
+    for _ in range(hooks_model.MAX_ATTEMPTS):
+        job = hr.observe(hr.find_child(answer, "Job"), status=hr.job_status(failed=1, condition="Failed"))
+        pod = hr.pod_of(job, exit_code=1, message=hr.error_result("SourceUnavailable", "HF answered 503"))
+        answer = sync(hr.next_parent(hf, answer), [job], [pod])
+    assert cond(answer)["reason"] == "SourceUnavailable"

@@ -413,7 +413,7 @@ def test_e2e_forged_result_gets_no_weights_and_no_other_upload(tmp_path, minilm_
     from tests.support import models
     from tests.support.stack import LocalModule
 
-    with LocalModule(tmp_path / "module") as m:
+    with LocalModule(tmp_path / "module", backend="kube") as m:
         for ns in (A, B):
             m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
@@ -458,6 +458,7 @@ def test_e2e_forged_result_gets_no_weights_and_no_other_upload(tmp_path, minilm_
             "uri": victim_uri, "digest": victim_uri.split("@")[1], "sizeBytes": 1,
             "mediaType": "application/vnd.oci.image.manifest.v1+json"}}))
         pod["metadata"]["name"] = "forged"
+        pod["spec"]["nodeName"] = "b-owned-node"  # created bound: no kubelet here runs it
         m.cluster.apply(pod)
         m.cluster.set_status("Pod", "forged", B, pod["status"])
         assert m.run_until(lambda: "forged" in json.dumps(m.cluster.get("Model", "thief", B)["status"])

@@ -70,7 +70,8 @@ def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
     def make(
-        *, expires_in: float | None = None, max_spool: int = 1 << 30, max_upload: int | None = None
+        *, expires_in: float | None = None, max_spool: int = 1 << 30, max_upload: int | None = None,
+        model_name: str = "",
     ) -> Server:
         n = len(servers)
         port = free_port()
@@ -93,6 +94,8 @@ def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
         ]  # fmt: skip
         if max_upload is not None:
             argv += ["--max-upload-bytes", str(max_upload)]
+        if model_name:
+            argv += ["--model-name", model_name]
         args = cli.parser().parse_args(argv)
         stop, rc = threading.Event(), {}
         t = threading.Thread(target=lambda: rc.setdefault("rc", run_session(args, stop=stop)), daemon=True)
@@ -234,6 +237,20 @@ def test_zip_bundle_of_the_real_minilm(start, client, tmp_path, minilm_dir):
     assert got["config.json"]["digest"] == sha(minilm_dir / "config.json")
     assert srv.wait() == 0
     assert not any(srv.scratch.iterdir()), "the zip spool is removed"
+
+
+def test_the_models_name_names_an_upload_that_has_none(start, client, tmp_path, st_model):
+    """--model-name (the hook passes the Model's name) becomes the ModelPack descriptor.name."""
+    srv = start(model_name="my-upload")
+    f = tmp_path / "m.tar"
+    f.write_bytes(tar_bytes(st_model))
+    result = curl_ok(f, f"{srv.url}?filename=m.tar")
+    m = json.loads(client.get_manifest(srv.repo, result["artifact"]["digest"]).body)
+    with client.open_blob(srv.repo, m["config"]["digest"]) as chunks:
+        config = json.loads(b"".join(chunks))
+    assert config["descriptor"]["name"] == "my-upload"
+    assert "sourceURL" not in config["descriptor"], "the spool file is no source URL"
+    assert srv.wait() == 0
 
 
 @pytest.mark.parametrize(

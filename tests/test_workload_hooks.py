@@ -171,7 +171,8 @@ def test_several_models_across_both_annotations_sorted_by_name(client):
     auth = cfg["auths"]["dmcr.test:5000"]
     grant = credentials.verify(CONFIG.signing_key, auth["username"], auth["password"])
     assert set(grant.repositories) == {r["uri"].split("@")[0].split("/", 1)[1] for r in res}
-    assert resp["resyncAfterSeconds"] > 0  # ClusterModel changes do not notify namespaced workloads
+    # v2: a ClusterModel's change wakes the workloads naming it (related by name); no polling.
+    assert "resyncAfterSeconds" not in resp
 
 
 def test_model_from_another_namespace_is_not_used(client):
@@ -205,7 +206,7 @@ def test_blocked_reasons(client, objs, names, cluster, reason, mentions):
     assert b["reason"] == reason and mentions in b["message"]
     assert resp["annotations"][ANNOTATION_RESOLUTION] is None  # deleted: the webhook gates the pods
     assert resp["attachments"] == []
-    assert resp["resyncAfterSeconds"] > 0
+    assert "resyncAfterSeconds" not in resp  # the Model's own events wake it (tests/test_scale.py)
 
 
 def test_ready_without_pinned_uri_is_not_ready(client):

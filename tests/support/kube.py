@@ -278,8 +278,11 @@ class ControlPlane:
             f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             "--authorization-mode=Node,RBAC",
             # The default plugins are on (NamespaceLifecycle, ServiceAccount, PodSecurity,
-            # webhooks, ValidatingAdmissionPolicy, ResourceQuota, ...); kubeadm adds these.
-            "--enable-admission-plugins=NodeRestriction",
+            # webhooks, ValidatingAdmissionPolicy, ResourceQuota, ...); kubeadm adds NodeRestriction.
+            # OwnerReferencesPermissionEnforcement is not a default but hardened clusters run it:
+            # blockOwnerDeletion (set by Metacontroller on every child) then needs update on the
+            # owner's finalizers, which deploy/rbac/metacontroller.yaml must grant.
+            "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
             "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",

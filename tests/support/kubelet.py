@@ -1,13 +1,22 @@
-"""A stand-in for the kubelet and the Job controller: runs pods as local processes.
+"""A stand-in for the kubelet (and the scheduler's binding): runs pods as local processes.
 
-A Job's pod template becomes a Pod object (labels, owner reference) and its
-init containers and containers become local ``python -m jobs ...`` processes
-with the container's args and env. Volumes map to directories under the pod's
-own folder: ``emptyDir`` → an empty directory, ``secret`` → the Secret's keys
-as files (honouring ``items``), and any argument or env value that starts
-with a ``mountPath`` is rewritten to that directory — as a container would
-see the same bytes at that path. The termination message file becomes the
-container status' ``message``. ``--listen HOST:PORT`` gets a free loopback
+Works on either store (``tests/support/store.py``). Each ``step`` reads the
+Pod watch events: a Pod of a Job with no node and no scheduling gates is
+bound to this node (pods/binding, what the scheduler does); a Pod bound here
+runs — its init containers and first container become local ``python -m
+jobs ...`` processes with the container's args and env — and its status is
+reported through pods/status: ``Running``, then each container's
+``terminated`` state (exitCode, reason, message from the termination-message
+file, finishedAt) and phase ``Succeeded``/``Failed``. A Pod marked for
+deletion has its process killed and, as a kubelet confirms, is deleted with
+grace period 0. Pods of other controllers (a Deployment's) are not bound:
+their delivery is checked by ``LocalModule.run_workload_pod``.
+
+Volumes map to directories under the pod's own folder: ``emptyDir`` → an
+empty directory, ``secret``/``configMap`` (also as projected sources) → their
+keys as files (honouring ``items``); any argument or env value that starts
+with a ``mountPath`` is rewritten to that directory, as a container would see
+the same bytes at that path. ``--listen HOST:PORT`` gets a free loopback
 port, recorded so Service URLs can be translated (``service_url``).
 """
 
@@ -20,32 +29,35 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import Cluster, Obj, now_rfc3339
+from tests.support.cluster import now_rfc3339
 from tests.support.registry import free_port
+from tests.support.store import ApiError, NotFound, Obj, Store, key_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINATION_LOG = "/dev/termination-log"
+NODE = "ai-models-local"
 
 
 @dataclass
 class RunningPod:
     name: str
     namespace: str
-    job: str
+    uid: str = ""
     proc: subprocess.Popen | None = None
     thread: threading.Thread | None = None
     stopped: bool = False
+    done: bool = False
 
 
 @dataclass
 class Kubelet:
-    cluster: Cluster
+    store: Store
     root: Path
+    node: str = NODE
     extra_env: dict[str, str] = field(default_factory=dict)
     pods: dict[tuple[str, str], RunningPod] = field(default_factory=dict)
     # "svc.ns" -> local port of the process behind it
@@ -53,6 +65,69 @@ class Kubelet:
     pod_ports: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     logs: dict[str, str] = field(default_factory=dict)
+    # Confirm deletions with grace period 0 (a real API server waits for the kubelet).
+    confirm_deletion: bool = True
+    _cursor: int = 0
+    _waiting: dict[tuple[str, str], Obj] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> Store:
+        return self.store
+
+    # -- the node's loop -----------------------------------------------------------------------------
+    def step(self) -> None:
+        """Bind, start and stop pods according to the Pod events since the last step."""
+        self._cursor, events = self.store.events_since(self._cursor)
+        changed: dict[tuple[str, str], Obj | None] = {}
+        for ev in events:
+            if ev.obj["kind"] != "Pod":
+                continue
+            k = key_of(ev.obj)[1:]
+            changed[k] = None if ev.type == "DELETED" else ev.obj
+        for k, pod in changed.items():
+            if pod is None:
+                self._waiting.pop(k, None)
+                self.stop_pod(*k)
+                continue
+            self._waiting[k] = pod
+        for k, pod in list(self._waiting.items()):
+            try:
+                self._handle(pod)
+                self._waiting.pop(k, None)
+            except RuntimeError:
+                pass  # a volume's Secret is not there yet: ContainerCreating, tried again next step
+
+    def _handle(self, pod: Obj) -> None:
+        md, spec = pod["metadata"], pod["spec"]
+        k = (md["namespace"], md["name"])
+        rp = self.pods.get(k)
+        if md.get("deletionTimestamp"):
+            if spec.get("nodeName") == self.node:
+                self.stop_pod(*k)
+                if self.confirm_deletion and (rp is None or rp.done or rp.proc is None or rp.proc.poll() is not None):
+                    self._confirm_delete(pod)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return
+        if not spec.get("nodeName"):
+            owner = next((r for r in md.get("ownerReferences") or [] if r.get("controller")), None)
+            if owner and owner.get("kind") == "Job" and not spec.get("schedulingGates"):
+                try:
+                    self.store.bind(pod, self.node)
+                except ApiError:
+                    pass  # bound meanwhile, or gone
+            return
+        if spec["nodeName"] != self.node or (rp is not None and rp.uid == md.get("uid")):
+            return
+        self.run_pod(pod, None)
+
+    def _confirm_delete(self, pod: Obj) -> None:
+        try:
+            self.store.delete("Pod", pod["metadata"]["name"], pod["metadata"]["namespace"],
+                              uid=pod["metadata"].get("uid"), grace_period=0)
+        except ApiError:
+            pass
 
     # -- volumes and path rewriting -------------------------------------------------------------
     def _volumes(self, pod_dir: Path, spec: Obj, namespace: str) -> dict[str, Path]:
@@ -60,23 +135,25 @@ class Kubelet:
         for v in spec.get("volumes") or []:
             d = pod_dir / "volumes" / v["name"]
             d.mkdir(parents=True, exist_ok=True)
-            src = v.get("secret")
-            if src is not None:
-                self._write_secret(d, src["secretName"], namespace, src.get("items"))
-            proj = v.get("projected")
-            if proj is not None:
-                for s in proj.get("sources") or []:
-                    if "secret" in s:
-                        self._write_secret(d, s["secret"]["name"], namespace, s["secret"].get("items"))
+            if v.get("secret") is not None:
+                self._write_keys(d, "Secret", v["secret"]["secretName"], namespace, v["secret"].get("items"))
+            if v.get("configMap") is not None:
+                self._write_keys(d, "ConfigMap", v["configMap"]["name"], namespace, v["configMap"].get("items"))
+            for src in (v.get("projected") or {}).get("sources") or []:
+                for kind, key in (("Secret", "secret"), ("ConfigMap", "configMap")):
+                    if key in src:
+                        self._write_keys(d, kind, src[key]["name"], namespace, src[key].get("items"))
             out[v["name"]] = d
         return out
 
-    def _write_secret(self, d: Path, name: str, namespace: str, items: list[Obj] | None) -> None:
-        secret = self.cluster.get("Secret", name, namespace)
-        if secret is None:
-            raise RuntimeError(f"secret {namespace}/{name} not found for a volume")
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
+    def _write_keys(self, d: Path, kind: str, name: str, namespace: str, items: list[Obj] | None) -> None:
+        obj = self.store.get(kind, name, namespace)
+        if obj is None:
+            raise RuntimeError(f"{kind} {namespace}/{name} not found for a volume")
+        if kind == "Secret":
+            data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        else:
+            data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
         pairs = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
         for key, path in pairs:
             target = d / path
@@ -120,9 +197,14 @@ class Kubelet:
                         env[e["name"]] = (pod["metadata"].get("labels") or {}).get(path[17:-2], "")
                 elif "secretKeyRef" in vf:
                     ref = vf["secretKeyRef"]
-                    s = self.cluster.get("Secret", ref["name"], pod["metadata"]["namespace"])
+                    s = self.store.get("Secret", ref["name"], pod["metadata"]["namespace"])
                     if s and ref["key"] in (s.get("data") or {}):
                         env[e["name"]] = base64.b64decode(s["data"][ref["key"]]).decode()
+                elif "configMapKeyRef" in vf:
+                    ref = vf["configMapKeyRef"]
+                    cm = self.store.get("ConfigMap", ref["name"], pod["metadata"]["namespace"])
+                    if cm and ref["key"] in (cm.get("data") or {}):
+                        env[e["name"]] = cm["data"][ref["key"]]
         # A kubelet does not pass its own credentials into pods.
         env.pop("KUBERNETES_SERVICE_HOST", None)
         return env
@@ -148,9 +230,11 @@ class Kubelet:
         return out
 
     # -- pods -----------------------------------------------------------------------------------------
-    def run_pod(self, pod: Obj, on_done: Any, workdir_name: str | None = None, *, app: bool = True) -> Path:
+    def run_pod(self, pod: Obj, on_done: Any = None, workdir_name: str | None = None, *, app: bool = True,
+                record: bool = True) -> Path:
         """Run a pod's init containers then (``app``) its first container; returns the pod dir.
 
+        ``record``: report the pod's status through pods/status (a stored Pod).
         Workload pods run with ``app=False``: their init containers (the
         injected ``materialize`` steps) run for real; the application image is
         not ours to run, so the test reads what it would see instead.
@@ -161,8 +245,15 @@ class Kubelet:
         pod_dir.mkdir(parents=True, exist_ok=True)
         spec = pod["spec"]
         volumes = self._volumes(pod_dir, spec, ns)
-        rp = RunningPod(name, ns, (pod["metadata"].get("labels") or {}).get("job-name", ""))
+        rp = RunningPod(name, ns, pod["metadata"].get("uid", ""))
         self.pods[(ns, name)] = rp
+        started = now_rfc3339()
+        if record:
+            self._report(pod, {"phase": "Running", "startTime": started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+                               "containerStatuses": [{"name": c["name"], "ready": True, "restartCount": 0,
+                                                      "image": c.get("image", ""), "imageID": "",
+                                                      "state": {"running": {"startedAt": started}}}
+                                                     for c in spec.get("containers") or []]})
 
         def body() -> None:
             statuses: list[Obj] = []
@@ -183,6 +274,7 @@ class Kubelet:
                         self.pod_ports[(ns, name)] = port
                         self._publish_service_ports(pod, port)
                     log_path = pod_dir / f"{c['name']}.log"
+                    c_started = now_rfc3339()
                     with open(log_path, "wb") as log:
                         if rp.stopped:
                             ok = False
@@ -192,36 +284,50 @@ class Kubelet:
                             cwd=pod_dir, start_new_session=True,
                         )
                         code = rp.proc.wait()
-                    message = term.read_text() if term.exists() else ""
+                    # The kubelet reads at most 4096 bytes of the termination-message file.
+                    message = term.read_bytes()[:4096].decode(errors="replace") if term.exists() else ""
                     if not message and code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
                         message = log_path.read_text(errors="replace")[-2048:]
                     self.logs[f"{ns}/{name}/{c['name']}"] = log_path.read_text(errors="replace")
-                    sink.append({
-                        "name": c["name"],
-                        "ready": False,
-                        "restartCount": 0,
-                        "image": c.get("image", ""),
-                        "imageID": "",
-                        "state": {"terminated": {
-                            "exitCode": code,
-                            "reason": "Completed" if code == 0 else ("Killed" if rp.stopped else "Error"),
-                            "message": message,
-                            "startedAt": now_rfc3339(),
-                            "finishedAt": now_rfc3339(),
-                        }},
-                    })
+                    terminated: Obj = {
+                        "exitCode": code,
+                        "reason": "Completed" if code == 0 else ("Killed" if rp.stopped else "Error"),
+                        "startedAt": c_started,
+                        "finishedAt": now_rfc3339(),
+                    }
+                    if message:
+                        terminated["message"] = message
+                    sink.append({"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                                 "imageID": "", "state": {"terminated": terminated}})
                     ok = code == 0
             status = {
                 "phase": "Succeeded" if ok else "Failed",
+                "startTime": started,
                 "containerStatuses": statuses,
                 "initContainerStatuses": init_statuses,
             }
-            self.cluster.set_status("Pod", name, ns, status)
-            on_done(ok, status)
+            if record:
+                if rp.stopped and self.confirm_deletion:
+                    self._confirm_delete(pod)
+                else:
+                    self._report(pod, status)
+            rp.done = True
+            # Its Service has no endpoint any more.
+            for svc, port in list(self.service_ports.items()):
+                if port == self.pod_ports.get((ns, name)):
+                    del self.service_ports[svc]
+            if on_done:
+                on_done(ok, status)
 
         rp.thread = threading.Thread(target=body, daemon=True)
         rp.thread.start()
         return pod_dir
+
+    def _report(self, pod: Obj, status: Obj) -> None:
+        try:
+            self.store.set_status("Pod", pod["metadata"]["name"], pod["metadata"]["namespace"], status)
+        except (NotFound, ApiError):
+            pass
 
     def container_view(self, pod: Obj, pod_dir: Path, container: Obj) -> tuple[dict[str, Path], dict[str, str]]:
         """What ``container`` would see: its mounts as local dirs, and its literal env."""
@@ -232,7 +338,7 @@ class Kubelet:
 
     def _publish_service_ports(self, pod: Obj, port: int) -> None:
         labels = pod["metadata"].get("labels") or {}
-        for svc in self.cluster.list("Service", pod["metadata"]["namespace"]):
+        for svc in self.store.list("Service", pod["metadata"]["namespace"]):
             sel = (svc.get("spec") or {}).get("selector") or {}
             if sel and all(labels.get(k) == v for k, v in sel.items()):
                 self.service_ports[f"{svc['metadata']['name']}.{svc['metadata']['namespace']}"] = port
@@ -266,94 +372,6 @@ class Kubelet:
         for rp in self.pods.values():
             if rp.thread:
                 rp.thread.join(10)
-
-
-@dataclass
-class JobController:
-    """Creates a Pod per Job attempt, honours backoffLimit and podFailurePolicy."""
-
-    cluster: Cluster
-    kubelet: Kubelet
-    running: dict[str, str] = field(default_factory=dict)  # job uid -> pod name
-    attempts: dict[str, int] = field(default_factory=dict)
-
-    def _pod_for(self, job: Obj, attempt: int) -> Obj:
-        tmpl = job["spec"]["template"]
-        md = job["metadata"]
-        labels = {**(tmpl.get("metadata", {}).get("labels") or {}), "job-name": md["name"],
-                  "controller-uid": md["uid"]}
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{md['name']}-{attempt}",
-                "namespace": md["namespace"],
-                "labels": labels,
-                "annotations": tmpl.get("metadata", {}).get("annotations") or {},
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": md["name"],
-                                     "uid": md["uid"], "controller": True}],
-            },
-            "spec": tmpl["spec"],
-            "status": {"phase": "Running"},
-        }
-
-    def _fail_job_now(self, job: Obj, pod_status: Obj) -> bool:
-        policy = (job["spec"].get("podFailurePolicy") or {}).get("rules") or []
-        codes = [c["state"]["terminated"]["exitCode"] for c in pod_status.get("containerStatuses", [])
-                 + pod_status.get("initContainerStatuses", []) if "terminated" in c.get("state", {})]
-        for rule in policy:
-            oe = rule.get("onExitCodes")
-            if not oe:
-                continue
-            vals = set(oe.get("values", []))
-            hit = any((c in vals) if oe["operator"] == "In" else (c not in vals and c != 0) for c in codes)
-            if hit:
-                return rule["action"] == "FailJob"
-        return False
-
-    def sync(self) -> None:
-        live_uids = set()
-        for job in self.cluster.list("Job"):
-            md = job["metadata"]
-            uid = md["uid"]
-            live_uids.add(uid)
-            st = job.get("status") or {}
-            if st.get("succeeded") or any(c.get("type") == "Failed" for c in st.get("conditions") or []):
-                continue
-            if uid in self.running:
-                continue
-            attempt = self.attempts.get(uid, 0)
-            pod = self.cluster.apply(self._pod_for(job, attempt))
-            self.running[uid] = pod["metadata"]["name"]
-            self.cluster.set_status("Job", md["name"], md["namespace"], {**st, "active": 1, "startTime": st.get("startTime") or now_rfc3339()})
-
-            def done(ok: bool, pod_status: Obj, job: Obj = job, uid: str = uid) -> None:
-                cur = self.cluster.get("Job", job["metadata"]["name"], job["metadata"]["namespace"])
-                if cur is None:
-                    return
-                s = dict(cur.get("status") or {})
-                s.pop("active", None)
-                if ok:
-                    s["succeeded"] = 1
-                    s["completionTime"] = now_rfc3339()
-                    s["conditions"] = [{"type": "Complete", "status": "True", "lastTransitionTime": now_rfc3339()}]
-                else:
-                    s["failed"] = s.get("failed", 0) + 1
-                    limit = job["spec"].get("backoffLimit", 6)
-                    if s["failed"] > limit or self._fail_job_now(job, pod_status):
-                        s["conditions"] = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                            "lastTransitionTime": now_rfc3339()}]
-                    else:
-                        time.sleep(0.2)  # the Job controller's pod backoff, shortened
-                self.attempts[uid] = self.attempts.get(uid, 0) + 1
-                self.cluster.set_status("Job", cur["metadata"]["name"], cur["metadata"]["namespace"], s)
-                self.running.pop(uid, None)
-
-            self.kubelet.run_pod(pod, done)
-        # Jobs deleted by their controller: stop their pods.
-        for (ns, name), rp in list(self.kubelet.pods.items()):
-            if rp.proc is not None and rp.proc.poll() is None and self.cluster.get("Pod", name, ns) is None:
-                self.kubelet.stop_pod(ns, name)
 
 
 def dump(obj: Any) -> str:

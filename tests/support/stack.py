@@ -1,12 +1,25 @@
 """The whole module on one machine: what `make run` and the end-to-end tests use.
 
 A real DMCR (``docker-registry`` in token-auth mode), the real hook service
-under gunicorn (which is also the registry's token realm), and stand-ins for
-Metacontroller, the API server's store, the Job controller and the kubelet.
+under gunicorn (which is also the registry's token realm), the Metacontroller
+stand-in (``tests/support/metacontroller.py``) and the kubelet stand-in
+(``tests/support/kubelet.py``), over one of two API backends:
+
+- ``backend="kube"`` (the tests): a real control plane of its own
+  (``tests/support/kube.py``: kube-apiserver, etcd, kube-controller-manager
+  with the real Job, garbage-collector and namespace controllers) with our
+  CRDs, Metacontroller's RBAC (``deploy/rbac/metacontroller.yaml``, the
+  stand-in writes impersonating its service account) and deploy/'s
+  MutatingWebhookConfiguration calling a second, TLS listener of the hook
+  service by URL.
+- ``backend="memory"`` (``make run``, no cluster needed): the in-memory
+  store (``tests/support/cluster.py``) with the Job controller stand-in
+  (``tests/support/job_controller.py``) and the webhook called by the store.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import signal
@@ -18,16 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import requests
+import yaml
 
 from lib import registry_token
-from tests.support.cluster import Cluster, Obj
-from tests.support.kubelet import JobController, Kubelet
-from tests.support.metacontroller import Metacontroller
+from tests.support.cluster import Cluster
+from tests.support.job_controller import JobController
+from tests.support.kubelet import Kubelet
+from tests.support.metacontroller import METACONTROLLER_USER, WORKLOAD_KINDS, HookError, Metacontroller
 from tests.support.registry import RegistryServer, TokenAuth, free_port
+from tests.support.store import KINDS, Obj, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "d8-ai-models"
+WATCHED = [k for k in KINDS if k not in ("Node", "ClusterRole", "ClusterRoleBinding")]
 
 
 @dataclass
@@ -37,10 +55,14 @@ class LocalModule:
     worker_env: dict[str, str] = field(default_factory=dict)
     hook_env: dict[str, str] = field(default_factory=dict)
     hook_workers: int = 2
+    backend: str = "memory"  # "memory" or "kube"
+    informer_lag: float = 0.0  # seconds the Metacontroller stand-in's cache lags behind
     registry: RegistryServer | None = None
     hooks_proc: subprocess.Popen | None = None
+    webhook_proc: subprocess.Popen | None = None
     hooks_port: int = 0
-    cluster: Cluster = field(default_factory=Cluster)
+    cluster: Any = None  # the Store: Cluster (memory) or KubeStore (admin view)
+    plane: Any = None  # tests.support.kube.ControlPlane when backend == "kube"
     mc: Metacontroller | None = None
     kubelet: Kubelet | None = None
     jobs: JobController | None = None
@@ -71,30 +93,131 @@ class LocalModule:
             **self.hook_env,
         }
 
-    def start_hooks(self) -> None:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AI_MODELS_")}, **self._env}
-        log = open(self.workdir / "hooks.log", "ab")
-        self.hooks_proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"), "hooks.app:app"],
+    def _gunicorn(self, log_name: str, env: dict[str, str], extra: list[str], url: str,
+                  verify: str | bool = True) -> subprocess.Popen:
+        log = open(self.workdir / log_name, "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "hooks" / "gunicorn_conf.py"), *extra,
+             "hooks.app:app"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.hooks_proc.poll() is not None:
-                raise RuntimeError((self.workdir / "hooks.log").read_text()[-3000:])
+            if proc.poll() is not None:
+                raise RuntimeError((self.workdir / log_name).read_text()[-3000:])
             try:
-                if requests.get(self.hooks_url + "/healthz", timeout=1).status_code == 200:
-                    return
+                if requests.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
+                    return proc
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("hook service did not start")
+        raise RuntimeError(f"hook service ({log_name}) did not start")
+
+    def start_hooks(self) -> None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AI_MODELS_")}, **self._env}
+        self.hooks_proc = self._gunicorn("hooks.log", env, [], self.hooks_url)
 
     def stop_hooks(self) -> None:
-        if self.hooks_proc and self.hooks_proc.poll() is None:
-            os.killpg(self.hooks_proc.pid, signal.SIGTERM)
-            self.hooks_proc.wait(10)
+        for proc in (self.hooks_proc, self.webhook_proc):
+            if proc and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+
+    # -- the API backends ---------------------------------------------------------------------------
+    def _admit(self, obj: Obj, old: Obj | None) -> Obj:
+        """The mutating webhook on a workload write, as the API server calls it (memory backend)."""
+        if obj.get("kind") not in WORKLOAD_KINDS:
+            return obj
+        review = {
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": f"harness-{time.monotonic_ns()}", "operation": "UPDATE" if old else "CREATE",
+                "kind": {"group": obj["apiVersion"].split("/")[0], "version": "v1", "kind": obj["kind"]},
+                "namespace": obj["metadata"].get("namespace", "default"), "name": obj["metadata"]["name"],
+                "object": obj, "oldObject": old,
+            },
+        }
+        r = requests.post(self.hooks_url + "/webhooks/workload/mutate", json=review, timeout=10)
+        if r.status_code != 200:
+            raise HookError("/webhooks/workload/mutate", r.status_code, r.text)
+        resp = r.json()["response"]
+        if not resp.get("allowed", False):
+            raise HookError("/webhooks/workload/mutate", 403, str(resp.get("status")))
+        if resp.get("patch"):
+            import json
+
+            # RFC 6902, as the API server applies it (the jsonpatch library, not our own code).
+            obj = jsonpatch.apply_patch(obj, json.loads(base64.b64decode(resp["patch"])))
+        return obj
+
+    def _start_memory(self) -> None:
+        cluster = Cluster(admission=self._admit)
+        self.cluster = cluster
+        self.mc = Metacontroller(cluster, self.hooks_url, lag=self.informer_lag)
+        self.kubelet = Kubelet(cluster, self.workdir, extra_env=dict(self.worker_env))
+        self.jobs = JobController(cluster)
+        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+
+    def _start_kube(self) -> None:
+        from tests.support.kube import ControlPlane, ensure_binaries
+        from tests.support.kubestore import KubeStore
+        from tests.support.tls import make_ca_and_cert
+
+        ensure_binaries()
+        self.plane = ControlPlane(self.workdir / "kube").start()
+        # The webhook's listener: the hook service again, over TLS, webhook routes only.
+        certs = make_ca_and_cert(self.workdir / "webhook-certs")
+        port = free_port()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AI_MODELS_")}, **self._env,
+               "AI_MODELS_LISTEN": f"127.0.0.1:{port}", "AI_MODELS_HOOK_WORKERS": "1", "AI_MODELS_ROUTES": "webhook"}
+        url = f"https://127.0.0.1:{port}"
+        self.webhook_proc = self._gunicorn("webhook.log", env, ["--certfile", str(certs.cert), "--keyfile",
+                                                                str(certs.key)], url, verify=str(certs.ca_cert))
+        self.plane.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+        self.plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        self.plane.kubectl("apply", "--server-side", "-f", str(ROOT / "deploy" / "rbac" / "metacontroller.yaml"))
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.plane.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = 64  # one watch per kind holds a connection each
+        admin = KubeStore(client.ApiClient(cfg))
+        self.cluster = admin
+        admin.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        admin.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ai-models-local"}})
+        config = yaml.safe_load((ROOT / "deploy" / "webhook" / "mutatingwebhookconfiguration.yaml").read_text())
+        config["metadata"]["annotations"] = {}  # no cert-manager: the caBundle is set here
+        for hook in config["webhooks"]:
+            hook["clientConfig"] = {"url": f"{url}/webhooks/workload/mutate",
+                                    "caBundle": base64.b64encode(certs.ca_cert.read_bytes()).decode()}
+        admin.request("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", config)
+        self._wait_webhook(admin)
+        admin.watch(WATCHED)
+        mc_view = admin.as_user(METACONTROLLER_USER)
+        self.mc = Metacontroller(mc_view, self.hooks_url, lag=self.informer_lag)
+        for kind in WATCHED:  # the watches run as the admin; Metacontroller's RBAC must allow its own
+            if kind != "Namespace":
+                try:
+                    mc_view.list(kind)
+                except Exception as e:  # recorded: shows as a failing scenario
+                    self.mc.errors.append(f"Metacontroller may not list {kind}: {e}")
+        self.kubelet = Kubelet(admin, self.workdir, extra_env=dict(self.worker_env))
+
+    def _wait_webhook(self, admin: Any, timeout: float = 60) -> None:
+        """The API server picks webhook configurations up asynchronously: probe with a dry run."""
+        probe = {"apiVersion": "apps/v1", "kind": "Deployment",
+                 "metadata": {"name": "probe", "namespace": "default", "annotations": {"ai.deckhouse.io/model": "probe"}},
+                 "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "probe"}},
+                          "template": {"metadata": {"labels": {"app": "probe"}},
+                                       "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}}}}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = admin.request("POST", "/apis/apps/v1/namespaces/default/deployments", probe, query={"dryRun": "All"})
+            if out["spec"]["template"]["spec"].get("schedulingGates"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError("the API server does not call the workload webhook")
 
     def start(self) -> LocalModule:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -108,16 +231,23 @@ class LocalModule:
             token=TokenAuth(self.hooks_url + "/registry/token", "dmcr", "ai-models",
                             self.workdir / "keys" / "token.crt"),
         ).start()
-        self.mc = Metacontroller(self.cluster, self.hooks_url)
-        self.kubelet = Kubelet(self.cluster, self.workdir, extra_env=dict(self.worker_env))
-        self.jobs = JobController(self.cluster, self.kubelet)
-        for ns in (NAMESPACE,):
-            self.cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        try:
+            if self.backend == "kube":
+                self._start_kube()
+            else:
+                self._start_memory()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         if self.kubelet:
             self.kubelet.stop_all()
+        if self.cluster is not None and hasattr(self.cluster, "stop"):
+            self.cluster.stop()
+        if self.plane is not None:
+            self.plane.stop()
         if self.registry:
             self.registry.stop()
         self.stop_hooks()
@@ -129,14 +259,20 @@ class LocalModule:
         self.stop()
 
     # -- driving ------------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.cluster
+
     def apply(self, obj: Obj) -> Obj:
-        assert self.mc
-        return self.mc.apply_user(obj)
+        """What ``kubectl apply`` does (server-side on the real API server)."""
+        return self.cluster.apply(obj)
 
     def step(self) -> None:
-        assert self.mc and self.jobs
-        self.mc.reconcile()
-        self.jobs.sync()
+        assert self.mc and self.kubelet
+        self.mc.step()
+        if self.jobs:
+            self.jobs.sync()
+        self.kubelet.step()
 
     def run_until(self, predicate: Callable[[], bool], timeout: float = 120, interval: float = 0.1) -> bool:
         deadline = time.monotonic() + timeout
@@ -148,10 +284,14 @@ class LocalModule:
         return False
 
     def run_workload_pod(self, kind: str, name: str, namespace: str, timeout: float = 120) -> Obj:
-        """Start one pod of a workload as its controller would, running its init containers.
+        """Run one pod of a workload's current template here, its init containers for real.
 
         Returns ``{"gated": bool, "pod": pod, "dir": Path, "ok": bool, "app": (mounts, env)}``.
+        The pod is not stored: the workload's own controller makes the real ones,
+        which this node leaves unbound.
         """
+        import threading
+
         assert self.kubelet
         w = self.cluster.get(kind, name, namespace)
         assert w is not None, f"{kind} {namespace}/{name} not found"
@@ -166,16 +306,14 @@ class LocalModule:
         if tmpl["spec"].get("schedulingGates"):
             return {"gated": True, "pod": pod}
         done: dict[str, Any] = {}
-        import threading
-
         ev = threading.Event()
 
         def on_done(ok: bool, status: Obj) -> None:
             done.update(ok=ok, status=status)
             ev.set()
 
-        self.cluster.apply(pod)
-        pod_dir = self.kubelet.run_pod(pod, on_done, app=False)
+        pod_dir = self.kubelet.run_pod(pod, on_done, workdir_name=f"{pod['metadata']['name']}-{time.monotonic_ns()}",
+                                       app=False, record=False)
         ev.wait(timeout)
         app = self.kubelet.container_view(pod, pod_dir, tmpl["spec"]["containers"][0])
         return {"gated": False, "pod": pod, "dir": pod_dir, "ok": done.get("ok", False),
