@@ -404,7 +404,7 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
     job = by_name(related, JOB, config.namespace, job_name)
     out = outcome(job, job_pods(related, job_name, job), m.destination)
     source = (pf.catalog or {}).get("sourceName", "")
-    verdict = _decide(
+    verdict = _with_rejected(out, _decide(
         m,
         out,
         attempt,
@@ -412,7 +412,7 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
         lambda n, delay: [],
         base,
         pending_msg=f"waiting for ModelCatalogSource {source!r} to start the import",
-    )
+    ))
     retried = verdict.reason in imports.RETRIED_REASONS and verdict.attempt > attempt
     if verdict.phase == Phase.PUBLISHING and retried:
         # The worker failed with a catalog reason: Failed, as the user guide shows it, and retried
@@ -442,9 +442,9 @@ def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str
     out = outcome(job, job_pods(related, job_name, job), m.destination)
     # The current attempt is re-emitted identically on every call (a Job's template is immutable).
     current = children_for(attempt, backoff_seconds(attempt))
-    return _decide(
+    return _with_rejected(out, _decide(
         m, out, attempt, current, children_for, base, pending_msg="waiting for the publish job to start"
-    )
+    ))
 
 
 def _rejected_note(out: Outcome) -> str:
@@ -456,27 +456,15 @@ def _rejected_note(out: Outcome) -> str:
     return f" [ignored worker results that are not this model's: {shown}]"
 
 
-def _decide(
-    m: ModelRef,
-    out: Outcome,
-    attempt: int,
-    current: list[Obj],
-    children_for: Any,
-    base: dict[str, Any],
-    *,
-    pending_msg: str,
-    waiting: Verdict | None = None,
-) -> Verdict:
-    verdict = _decide_phase(
-        m, out, attempt, current, children_for, base, pending_msg=pending_msg, waiting=waiting
-    )
+def _with_rejected(out: Outcome, verdict: Verdict) -> Verdict:
+    """Name the refused worker results in the message (docs/security.md), unless Ready."""
     note = _rejected_note(out)
     if note and verdict.phase != Phase.READY:
         verdict.message = clip(verdict.message + note)
     return verdict
 
 
-def _decide_phase(
+def _decide(
     m: ModelRef,
     out: Outcome,
     attempt: int,
@@ -623,7 +611,8 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
     )
     if note:
         return waiting
-    return _decide(m, out, attempt, current, build, base, pending_msg="", waiting=waiting)
+    verdict = _decide(m, out, attempt, current, build, base, pending_msg="", waiting=waiting)
+    return _with_rejected(out, verdict)
 
 
 def _sync(req: Obj, config: Config, *, cluster: bool) -> Obj:
