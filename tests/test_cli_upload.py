@@ -141,8 +141,8 @@ def test_a_256_mib_upload_survives_three_cut_connections(start, registry, tmp_pa
     assert len(resumed) == 3 and all(0 < int(n) < size for n in resumed), p.stdout
     # Re-sent bytes: at most what was in flight at each cut (socket buffers), not the whole file again.
     assert proxy.sent - size < 3 * 16 * MiB, (proxy.sent, size)
+    assert srv.wait() == 0  # the server answers the PUT, then writes its result file and exits
     result = srv.result()
-    assert srv.wait() == 0
     assert result["artifact"]["digest"] in p.stdout
     # The published GGUF layer is exactly the file.
     got = layers(RegistryClient(registry.host, insecure=True), srv.repo, result)
