@@ -185,30 +185,14 @@ class RegistryClient:
                 headers["Authorization"] = auth
             else:
                 headers.pop("Authorization", None)
-            try:
-                resp = self.session.request(
-                    method, url, headers=headers, timeout=self.timeout, verify=self.verify,
-                    allow_redirects=False, **kwargs,
-                )
-            except requests.exceptions.SSLError as e:
-                raise TLSError(
-                    None,
-                    f"TLS verification failed for {what} at {self.registry}: {e}; "
-                    "pass the registry's CA file (--registry-ca-file), fix its certificate, "
-                    "or use --insecure-registry if it serves plain HTTP",
-                ) from e
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as e:
-                raise _Retry(
-                    Unreachable(
-                        None,
-                        f"registry {self.registry} unreachable during {what}: {_brief(e)}; "
-                        "check it is running",
-                    )
-                ) from e
+            resp = self._exchange(
+                method, url, headers, self.verify, kwargs,
+                tls=lambda e: f"TLS verification failed for {what} at {self.registry}: {e}; "
+                "pass the registry's CA file (--registry-ca-file), fix its certificate, "
+                "or use --insecure-registry if it serves plain HTTP",
+                down=lambda e: f"registry {self.registry} unreachable during {what}: {_brief(e)}; "
+                "check it is running",
+            )
             if (
                 resp.status_code == 401
                 and attempt < 2
@@ -221,6 +205,28 @@ class RegistryClient:
         if follow and resp.is_redirect:
             return self._follow_redirects(resp, method, headers, what=what, **kwargs)
         return resp
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        verify: Any,
+        kwargs: dict[str, Any],
+        *,
+        tls: Callable[[BaseException], str],
+        down: Callable[[BaseException], str],
+    ) -> requests.Response:
+        """One request, redirects not followed; TLS and transport failures become typed errors."""
+        try:
+            return self.session.request(
+                method, url, headers=headers, timeout=self.timeout, verify=verify,
+                allow_redirects=False, **kwargs,
+            )
+        except requests.exceptions.SSLError as e:
+            raise TLSError(None, tls(e)) from e
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Retry(Unreachable(None, down(e))) from e
 
     def _follow_redirects(
         self, resp: requests.Response, method: str, headers: dict[str, str], *, what: str, **kwargs: Any
@@ -242,30 +248,14 @@ class RegistryClient:
                     None, f"{what}: registry {self.registry} redirected to a {parts.scheme!r} URL"
                 )
             verify = self.verify if parts[:2] == origin else True
-            try:
-                resp = self.session.request(
-                    method, target, headers=plain, timeout=self.timeout, verify=verify,
-                    allow_redirects=False, **kwargs,
-                )
-            except requests.exceptions.SSLError as e:
-                raise TLSError(
-                    None,
-                    f"TLS verification failed for {what} at the object store {parts.hostname} that "
-                    f"{self.registry} redirected to: {_brief(e)}; trust its CA (REQUESTS_CA_BUNDLE) "
-                    "or turn the registry's storage redirect off",
-                ) from e
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as e:
-                raise _Retry(
-                    Unreachable(
-                        None,
-                        f"object store {parts.hostname} that {self.registry} redirected {what} to "
-                        f"is unreachable: {_brief(e)}",
-                    )
-                ) from e
+            resp = self._exchange(
+                method, target, plain, verify, kwargs,
+                tls=lambda e, host=parts.hostname: f"TLS verification failed for {what} at the object "
+                f"store {host} that {self.registry} redirected to: {_brief(e)}; trust its CA "
+                "(REQUESTS_CA_BUNDLE) or turn the registry's storage redirect off",
+                down=lambda e, host=parts.hostname: f"object store {host} that {self.registry} redirected "
+                f"{what} to is unreachable: {_brief(e)}",
+            )
             if not resp.is_redirect:
                 return resp
         resp.close()
