@@ -23,6 +23,8 @@ workloads at 30 s were 166 calls a second. The DecoratorController's
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,21 +123,44 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _observed_secret(req: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any] | None:
-    """The attached pull Secret as desired state (kept while blocked: pods of the old revision need it)."""
+def _observed_secret(
+    req: Mapping[str, Any], name: str, namespace: str, config: Config
+) -> dict[str, Any] | None:
+    """The attached pull Secret as desired state (kept while blocked: pods of the old revision need it).
+
+    The observed Secret lives in the tenant's namespace and may have been edited there, so it is
+    kept only when it still holds a pull credential this module signed (any other content is
+    dropped, never re-applied), and only its two keys: the credential and DMCR's CA.
+    """
     for group in (req.get("children") or req.get("attachments") or {}).values():
         for obj in (group or {}).values():
             obj = obj or {}
             meta = obj.get("metadata") or {}
-            if obj.get("kind") == "Secret" and (meta.get("name"), meta.get("namespace")) == (name, namespace):
-                return {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
-                    "type": obj.get("type", SECRET_TYPE),
-                    "data": dict(obj.get("data") or {}),
-                }
+            if obj.get("kind") != "Secret" or (meta.get("name"), meta.get("namespace")) != (name, namespace):
+                continue
+            raw = obj.get("data")
+            data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            if not _signed_pull_credential(data.get(".dockerconfigjson"), config):
+                return None
+            return {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
+                "type": SECRET_TYPE,
+                "data": {k: data[k] for k in (".dockerconfigjson", "ca.crt") if isinstance(data.get(k), str)},
+            }
     return None
+
+
+def _signed_pull_credential(value: Any, config: Config) -> bool:
+    """Whether a base64 ``.dockerconfigjson`` holds, for DMCR, a pull credential our keys verify."""
+    try:
+        doc = json.loads(base64.b64decode(str(value), validate=True))
+        auth = doc["auths"][config.registry]
+        grant = credentials.verify(config.signing_keys, str(auth["username"]), str(auth["password"]))
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        return False
+    return grant is not None and grant.kind == "pull"
 
 
 def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
@@ -154,7 +179,7 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     )
     if isinstance(result, Blocked):
         name = delivery.pull_secret_name(str(obj.get("kind", "")), obj["metadata"]["name"])
-        kept = _observed_secret(req, name, namespace)
+        kept = _observed_secret(req, name, namespace, config)
         written = {delivery.ANNOTATION_RESOLUTION: None, delivery.ANNOTATION_BLOCKED: result.encode()}
         return {"annotations": written, "attachments": [kept] if kept else []}
     response: dict[str, Any] = {

@@ -566,3 +566,32 @@ def test_the_threat_table_names_exactly_the_tests_that_exist():
     mine = set(re.findall(r"^def (test_\w+)\(", Path(__file__).read_text(), re.M))
     mine.discard("test_the_threat_table_names_exactly_the_tests_that_exist")
     assert mine <= {t for f, t in named if f == "test_tenancy.py"}, "tests missing from docs/security.md"
+
+
+def test_a_tenant_edited_pull_secret_is_not_kept_while_blocked(http):
+    """While a workload is blocked, the decorator keeps its attached pull Secret for the old pods.
+    The tenant can edit that Secret in its namespace: only a credential this module signed is kept
+    (and only its two keys); anything else is dropped, never re-applied by Metacontroller."""
+    name = "ai-models-pull-deployment-app"
+    mine = own_ready_model()
+    ok = decorator_sync(http, workload({"ai.deckhouse.io/model": "mine"}), mine)
+    [attached] = ok["attachments"]
+    pending = copy.deepcopy(mine)
+    pending["status"] = {"phase": "Publishing"}
+
+    def blocked_with(data: dict[str, str]) -> list[Obj]:
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                  "metadata": {"name": name, "namespace": B}, "data": data}
+        body = {"controller": {"apiVersion": "metacontroller.k8s.io/v1alpha1", "kind": "DecoratorController",
+                               "metadata": {"name": "ai-models-workloads"}},
+                "object": workload({"ai.deckhouse.io/model": "mine"}),
+                "attachments": {"Secret.v1": {f"{B}/{name}": secret}},
+                "related": hr.object_map([pending], ("Model.ai.deckhouse.io/v1alpha1",)), "finalizing": False}
+        return post(http, "/hooks/workload/sync", body)["attachments"]
+
+    assert [a["data"] for a in blocked_with({**attached["data"], "extra": "eA=="})] == [attached["data"]]
+    forged = credentials.dockerconfigjson(REGISTRY, f"pull;{VICTIM_REPO}", "0" * 64)
+    assert blocked_with({".dockerconfigjson": base64.b64encode(forged.encode()).decode()}) == []
+    push = credentials.dockerconfigjson(REGISTRY, *credentials.publish_credential(CFG.signing_keys, VICTIM_REPO))
+    assert blocked_with({".dockerconfigjson": base64.b64encode(push.encode()).decode()}) == []
+    assert blocked_with({".dockerconfigjson": "not base64!"}) == []

@@ -248,14 +248,18 @@ class RegistryClient:
                     None, f"{what}: registry {self.registry} redirected to a {parts.scheme!r} URL"
                 )
             verify = self.verify if parts[:2] == origin else True
-            resp = self._exchange(
-                method, target, plain, verify, kwargs,
-                tls=lambda e, host=parts.hostname: f"TLS verification failed for {what} at the object "
-                f"store {host} that {self.registry} redirected to: {_brief(e)}; trust its CA "
-                "(REQUESTS_CA_BUNDLE) or turn the registry's storage redirect off",
-                down=lambda e, host=parts.hostname: f"object store {host} that {self.registry} redirected "
-                f"{what} to is unreachable: {_brief(e)}",
-            )
+            host = parts.hostname
+
+            def tls(e: BaseException, host: str | None = host) -> str:
+                return (f"TLS verification failed for {what} at the object store {host} that {self.registry} "
+                        f"redirected to: {_brief(e)}; trust its CA (REQUESTS_CA_BUNDLE) or turn the "
+                        "registry's storage redirect off")
+
+            def down(e: BaseException, host: str | None = host) -> str:
+                return (f"object store {host} that {self.registry} redirected {what} to "
+                        f"is unreachable: {_brief(e)}")
+
+            resp = self._exchange(method, target, plain, verify, kwargs, tls=tls, down=down)
             if not resp.is_redirect:
                 return resp
         resp.close()
