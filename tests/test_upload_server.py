@@ -593,7 +593,12 @@ def test_a_fresh_put_replaces_an_interrupted_upload(start, client, tmp_path):
     gguf = make_gguf(tmp_path / "model.gguf", tensor_elems=1 << 16)
     data = gguf.read_bytes()
     _cut_upload(srv.port, data, 5000)
-    r = put(srv.url, data[:100] + b"x", headers={"Content-Range": f"bytes 0-100/{len(data)}"})
+    deadline = time.monotonic() + 10
+    while True:  # 409 until the server has seen the cut connection go (slow on a loaded machine)
+        r = put(srv.url, data[:100] + b"x", headers={"Content-Range": f"bytes 0-100/{len(data)}"})
+        if r.status_code != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert r.status_code == 202 and r.headers["Upload-Offset"] == "101"
     r = put(srv.url, data[101:], headers={"Content-Range": f"bytes 101-{len(data) - 1}/{len(data)}"})
     assert r.status_code == 422  # that body had a byte changed: a broken GGUF, never published
