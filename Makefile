@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps registry-bin promtool-bin clean kube-build kube-up kube-down
+.PHONY: run test test-fast lint bench deps registry-bin promtool-bin clean kube-build kube-up kube-down
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,8 +47,16 @@ lint: deps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# The fast set first, the slow set (marker `slow`: control plane, module stack, worker
+# processes) last; both always run. Exit status 5 (nothing selected) is not a failure.
 test: deps registry-bin promtool-bin kube-build lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS); fast=$$?; \
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS); slow=$$?; \
+	for rc in $$fast $$slow; do [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; done
+
+# For developers: the fast set alone (no control plane is built or started).
+test-fast: deps registry-bin promtool-bin
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # A real control plane (etcd, kube-apiserver, kube-controller-manager, kubectl)
 # built from pinned Go modules into .cache/kube/bin (docs/testing.md).
@@ -62,7 +70,7 @@ kube-down:
 	devstack/kube/down.sh
 
 run: deps registry-bin
-	$(PY) -m tests.support.local_run $(if $(MODELS),--models $(MODELS),)
+	$(PY) -m devstack.local_run $(if $(MODELS),--models $(MODELS),)
 
 bench: deps registry-bin
 	$(PY) bench/run_all.py

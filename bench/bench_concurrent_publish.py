@@ -1,7 +1,7 @@
 """Several publish jobs at once against one registry: shared throughput, bounded memory per worker.
 
 Writes ``--jobs`` + 1 distinct GGUF files of ``--size-mib`` each
-(``tests/support/models.make_large_gguf``: random, incompressible data), starts
+(``devstack/models.make_large_gguf``: random, incompressible data), starts
 one local ``docker-registry``, then runs ``python -m jobs publish`` (the real
 worker, local source) first alone, then ``--jobs`` at once, each in its own
 repository and each under a wrapper that reports the worker's own peak RSS.
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_registry, mib, run_isolated, scratch  # noqa: E402
-from tests.support.models import make_large_gguf  # noqa: E402
+from devstack.models import make_large_gguf  # noqa: E402
 
 
 def publish_cmd(source: Path, registry: str, repo: str, result: Path) -> list[str]:

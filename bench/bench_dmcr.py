@@ -28,9 +28,9 @@ from pathlib import Path
 import yaml
 
 from bench.common import ROOT, mib, run_isolated, scratch
+from devstack.registry import RegistryServer
 from jobs.gc import REPOS, blob_path
 from jobs.gc_storage import Storage, from_registry_config
-from tests.support.registry import RegistryServer
 from tests.support.s3 import MotoServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -111,7 +111,7 @@ def storage_case(name: str, reg: RegistryServer, model: Path, work: Path, repos:
 def main() -> int:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     repos = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-    from tests.support.models import make_large_gguf
+    from devstack.models import make_large_gguf
 
     work = scratch()
     model = make_large_gguf(work / "model.gguf", size_mib << 20)

@@ -50,8 +50,8 @@ def main() -> int:
     size_mib = int(args[0]) if args else 1024
     with_publish = "--no-publish" not in sys.argv
     rounds = int(args[1]) if len(args) > 1 else 2
-    from tests.support.hf_hub import HubStandIn
-    from tests.support.models import make_large_gguf
+    from devstack.hf_hub import HubStandIn
+    from devstack.models import make_large_gguf
 
     work = scratch()
     model_dir = work / "repo"

@@ -37,10 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devstack.registry import free_port  # noqa: E402
 from hooks import model as hooks_model  # noqa: E402
 from lib.config import Config  # noqa: E402
 from tests.support import hookreq as hr  # noqa: E402
-from tests.support.registry import free_port  # noqa: E402
 
 CFG = Config(namespace="d8-ai-models", registry="dmcr.test:5000", worker_image="worker:test",
              signing_key=b"bench-signing-key-0123456789abcdef")

@@ -59,8 +59,8 @@ def curl_get(url: str, out: Path) -> float:
 
 def in_process(host: str, manifest: str, into: Path) -> float:
     """The transfer alone (no interpreter start-up, no imports): ``materialize()`` in this process."""
-    from jobs.materialize import materialize
     from lib.oci.client import RegistryClient
+    from lib.pull import materialize
 
     os.sync()
     t = time.perf_counter()
@@ -74,7 +74,7 @@ def in_process(host: str, manifest: str, into: Path) -> float:
 def main() -> int:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    from tests.support.models import make_large_gguf
+    from devstack.models import make_large_gguf
 
     work = scratch()
     model = make_large_gguf(work / "model.gguf", size_mib << 20)

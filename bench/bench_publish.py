@@ -17,7 +17,7 @@ from bench.common import ROOT, curl_put, fresh_registry, mib, run_isolated, scra
 
 def main() -> int:
     size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
-    from tests.support.models import make_large_gguf
+    from devstack.models import make_large_gguf
 
     work = scratch()
     model = make_large_gguf(work / "model.gguf", size_mib << 20)

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, curl_put, fresh_registry, mib, scratch, sha256_file
-from tests.support.models import make_large_gguf
-from tests.support.registry import free_port
+from devstack.models import make_large_gguf
+from devstack.registry import free_port
 
 TOKEN = "bench-token"
 

@@ -19,7 +19,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.registry import RegistryServer  # noqa: E402
+from devstack.registry import RegistryServer  # noqa: E402
 
 
 def sha256_file(path: Path) -> str:

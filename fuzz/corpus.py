@@ -21,8 +21,8 @@ import zstandard
 
 
 def write(root: Path) -> dict[str, Path]:
+    from devstack.models import make_gguf, make_safetensors_file
     from fuzz.fuzz_hooks import ROUTES
-    from tests.support.models import make_gguf, make_safetensors_file
     from tests.test_hostile import VALID
 
     dirs = {name: root / name for name in ("gguf", "safetensors", "archive", "hooks")}

@@ -18,7 +18,15 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 from flask import Flask, Response, abort, request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from werkzeug.exceptions import ClientDisconnected
 
 from hooks import catalogsource, model, schemas, token, webhook, workload
@@ -36,6 +44,15 @@ LATENCY = Histogram(
     ["hook", "outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+
+
+def metrics_registry() -> CollectorRegistry:
+    """All workers' samples under gunicorn (multiprocess mode, hooks/gunicorn_conf.py), else ours."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 def outcome(hook: str, code: int) -> str:
@@ -206,7 +223,7 @@ def create_app(config: Config | None = None, routes: Iterable[str] | None = None
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:

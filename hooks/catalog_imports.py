@@ -30,6 +30,7 @@ from lib.api import conditions as cond
 from lib.api.naming import dns_label, short_hash
 from lib.api.types import ConditionType, Phase, Reason
 from lib.config import Config
+from lib.sources import registry as sources
 
 Obj = dict[str, Any]
 
@@ -135,7 +136,7 @@ def children(
     job = ch.publish_job(
         mi,
         config,
-        source=f"oci://{registry}/{req.reference}",
+        source=f"{sources.OCI_SCHEME}{registry}/{req.reference}",
         attempt=req.attempt,
         auth=how,
         delay_seconds=ch.backoff_seconds(req.attempt),

@@ -11,9 +11,10 @@ Pure Metacontroller v2 hooks (docs/catalog.md has the design):
   resyncs. A probe whose inputs changed (spec, auth Secret content, CA) is
   replaced at once by a new one without the delay: the Job carries a hash of
   its inputs in a label.
-- **Results** are the probe pods' termination messages (``{catalogRevision,
-  models}`` or an error); the previous probe Job is kept while it exists, so a
-  lost status write is recovered from it on the next call.
+- **Results** are on the probe Jobs (``ai.deckhouse.io/result``, written by
+  the worker: ``{catalogRevision, models}`` or an error); the previous probe
+  Job is kept while it exists, so a lost status write is recovered from it on
+  the next call.
 - **Credentials**: a pod mounts only Secrets of its own namespace, so the
   hook copies the ``authSecretRef`` Secret (dockerconfigjson) next to the
   probe, in the module namespace, and nowhere else: no tenant can read it.
@@ -35,21 +36,22 @@ from hooks import catalog_imports as imports
 from hooks.catalog_imports import LABEL_SOURCE_UID, auth_secret_name, ca_secret_name
 from hooks.errors import HookInputError
 from hooks.model_children import (
-    LABEL_WORKER_JOB,
     RESULT_FILE,
     SOURCE_CA_DIR,
     SOURCE_DIR,
     SOURCE_DOCKERCONFIG_FILE,
-    WORKER_CONTAINER,
     Budget,
     JobSpec,
     _secret_volume,
     worker_job,
+    worker_rbac,
 )
 from hooks.model_parent import ModelRef
-from hooks.model_status import JOB, POD, SECRET, by_name, clip, objects, request_time
+from hooks.model_status import JOB, SECRET, by_name, clip, objects, request_time
+from hooks.worker_result import job_result, job_state
 from lib import catalog
 from lib.api import conditions as cond
+from lib.api import worker_cli as cli
 from lib.api.naming import dns_label, short_hash
 from lib.api.types import API_VERSION, ConditionType, Phase, Reason
 from lib.config import Config
@@ -166,6 +168,7 @@ def _ref(src: Source, config: Config) -> ModelRef:
         child_namespace=config.namespace,
         repository="",
         destination="",
+        child_prefix="ai-catalog-probe",
     )
 
 
@@ -210,32 +213,33 @@ def probe_job(
     wanted: tuple[str, ...] = (),
 ) -> Obj:
     name = probe_job_name(src.name, attempt)
-    args = ["catalog-probe", "--catalog", src.catalog_ref, "--result-file", RESULT_FILE]
-    for w in wanted:
-        args += ["--want", w]
+    command = cli.CatalogProbe(
+        catalog=src.catalog_ref,
+        result_file=RESULT_FILE,
+        want=tuple(wanted),
+        auth_file=SOURCE_DOCKERCONFIG_FILE if auth else None,
+        ca_file=f"{SOURCE_CA_DIR}/{CA_KEY}" if ca else None,
+        insecure_registry=src.insecure,
+    )
     volumes: list[Obj] = []
     mounts: list[Obj] = []
     if auth:
-        args += ["--auth-file", SOURCE_DOCKERCONFIG_FILE]
         volumes.append(
             _secret_volume("source-auth", auth_secret_name(src.name), [(DOCKERCONFIG_KEY, DOCKERCONFIG_KEY)])
         )
         mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
     if ca:
-        args += ["--ca-file", f"{SOURCE_CA_DIR}/{CA_KEY}"]
         volumes.append(_secret_volume("source-ca", ca_secret_name(src.name), [(CA_KEY, CA_KEY)]))
         mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
-    if src.insecure:
-        args.append("--insecure-registry")
     job = worker_job(
         _ref(src, config),
         config,
         JobSpec(
             name=name,
             worker="catalog-probe",
-            args=args,
+            args=command.argv(),
             budget=PROBE,
-            service_account=False,
+            service_account=True,
             volumes=volumes,
             mounts=mounts,
             labels={
@@ -266,75 +270,40 @@ def _label(obj: Obj, key: str) -> str:
     return v if isinstance(v, str) else ""
 
 
-def _job_done(job: Obj) -> tuple[bool, str]:
-    """(failed, completion time) from the Job's conditions."""
-    for c in (job.get("status") or {}).get("conditions") or ():
-        if isinstance(c, dict) and c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
-            return c["type"] == "Failed", str(c.get("lastTransitionTime") or "")
-    return False, ""
+def job_name(job: Obj | None) -> str:
+    return str(((job or {}).get("metadata") or {}).get("name") or "")
 
 
-def probe_outcome(job: Obj | None, related: Obj) -> ProbeOutcome:
-    """What the probe Job's pod reported (its worker container's termination message)."""
-    if job is None:
+def job_namespace(job: Obj | None) -> str:
+    return str(((job or {}).get("metadata") or {}).get("namespace") or "")
+
+
+def probe_outcome(job: Obj | None) -> ProbeOutcome:
+    """What the probe Job reported: its result annotation, else its Failed condition.
+
+    The probe runs in the module namespace, where only the module writes.
+    """
+    state = job_state(job)
+    if not state.exists:
         return ProbeOutcome()
-    name = job["metadata"]["name"]
-    found: ProbeOutcome | None = None
-    for pod in objects(related, POD):
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if name not in (labels.get(LABEL_WORKER_JOB), labels.get("batch.kubernetes.io/job-name")):
-            continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or ():
-            if not isinstance(cs, dict) or cs.get("name") != WORKER_CONTAINER:
-                continue
-            term = (cs.get("state") or {}).get("terminated")
-            if not isinstance(term, dict):
-                continue
-            at = str(term.get("finishedAt") or "")
-            try:
-                doc = json.loads(term.get("message") or "")
-            except ValueError:
-                doc = None
-            if isinstance(doc, dict) and isinstance(doc.get("catalogRevision"), str):
-                out = ProbeOutcome(True, result=doc, finished_at=at)
-            elif isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-                err = doc["error"]
-                out = ProbeOutcome(
-                    True,
-                    error=(
-                        str(err.get("reason") or Reason.CATALOG_SOURCE_NOT_READY),
-                        clip(str(err.get("message"))),
-                    ),
-                    finished_at=at,
-                )
-            else:
-                lines = str(term.get("message") or "").strip().splitlines()
-                tail = clip(lines[-1], 300) if lines else ""
-                why = f"{term.get('reason') or 'Error'} (exit {term.get('exitCode')})"
-                what = f"probe container terminated: {why}"
-                out = ProbeOutcome(
-                    True, error=(Reason.WORKER_FAILED, what + (f": {tail}" if tail else "")), finished_at=at
-                )
-            if found is None or out.finished_at >= found.finished_at:
-                found = out
-    if found is not None:
-        return found
-    failed, at = _job_done(job)
-    if failed:
-        why = next(
-            (
-                f"{c.get('reason')}: {c.get('message')}"
-                for c in (job.get("status") or {}).get("conditions") or ()
-                if isinstance(c, dict) and c.get("type") == "Failed"
-            ),
-            "Failed",
-        )
+    doc, unreadable = job_result(job)
+    at = state.finished_at
+    if doc is not None and isinstance(doc.get("catalogRevision"), str):
+        return ProbeOutcome(True, result=doc, finished_at=at)
+    if doc is not None and isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        reason = str(err.get("reason") or Reason.CATALOG_SOURCE_NOT_READY)
+        return ProbeOutcome(True, error=(reason, clip(str(err.get("message")))), finished_at=at)
+    if state.failed or unreadable:
+        why = unreadable or state.reason + (f": {state.message}" if state.message else "")
         return ProbeOutcome(
             True,
-            error=(Reason.WORKER_FAILED, clip(f"probe job failed without a result: {why}")),
+            error=(Reason.WORKER_FAILED, clip(
+                f"probe job failed without a result: {why} (kubectl logs job/{job_name(job)} "
+                f"-n {job_namespace(job)} shows the worker's log)")),
             finished_at=at,
         )
-    if at:  # Complete, but its pod (and result) is gone: move on, keeping the last observation
+    if state.succeeded:  # Complete without a result: move on, keeping the last observation
         return ProbeOutcome(True, finished_at="")
     return ProbeOutcome()
 
@@ -537,8 +506,8 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
 
     current = by_name(children, JOB, ns, probe_job_name(src.name, attempt))
     previous_job = by_name(children, JOB, ns, probe_job_name(src.name, attempt - 1)) if attempt > 1 else None
-    out = probe_outcome(current, related)
-    prev_out = probe_outcome(previous_job, related)
+    out = probe_outcome(current)
+    prev_out = probe_outcome(previous_job)
 
     def job(n: int, delay: int) -> Obj:
         return probe_job(
@@ -620,6 +589,9 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
                 ca=bool(ca_pem),
             )
 
+    # The probe patches its result onto its own Job: a token and a Role naming these Jobs.
+    # Only the newest probe may still run; a finished one needs no patch rights.
+    desired += worker_rbac(_ref(src, config), jobs[-1]["metadata"]["name"])
     return {
         "status": _status(src, obs, attempt, now, last_good),
         "children": desired + jobs,
@@ -628,16 +600,11 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
 
 
 def customize(req: dict[str, Any], config: Config) -> dict[str, Any]:
-    """The probe pods, the auth Secret and the (Cluster)Models: where to copy the credentials,
-    and which catalog names to list first when the catalog is too long for one probe result."""
+    """The auth Secret and the (Cluster)Models: where to copy the credentials, and which
+    catalog names to list first when the catalog is too long for one probe result. No Pods:
+    the probe's result is on its Job (hooks/worker_result.py)."""
     src = parse_source(req.get("parent") or {})
     related: list[Obj] = [
-        {
-            "apiVersion": "v1",
-            "resource": "pods",
-            "namespace": config.namespace,
-            "labelSelector": {"matchLabels": {LABEL_SOURCE_UID: src.uid}},
-        },
         {"apiVersion": API_VERSION, "resource": "models", "labelSelector": {}},
         {"apiVersion": API_VERSION, "resource": "clustermodels", "labelSelector": {}},
     ]

@@ -104,6 +104,29 @@ class _HandshakeInHandle:
         return getattr(self._context, name)
 
 
+# Metrics across workers: every worker process writes its samples under one directory and
+# /metrics sums them (prometheus_client's multiprocess mode, hooks/app.py). Without it each
+# scrape would see the counters of whichever worker answered. Set in the master before it
+# forks, so every worker inherits it; /tmp is the pod's emptyDir. Cost: two sparse files
+# (a few KB of tmpfs) per worker lifetime, kept while the server runs, so workers are
+# recycled rarely (max_requests below).
+def on_starting(server: Any) -> None:
+    """A fresh sample directory per server start (files of an earlier run would be summed)."""
+    import shutil
+
+    default = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ai-models-metrics-{os.getpid()}")
+    path = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", default)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A recycled or crashed worker's live gauges go; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 bind = os.environ.get("AI_MODELS_LISTEN", "0.0.0.0:8080")
 workers = int(os.environ.get("AI_MODELS_HOOK_WORKERS", max(2, multiprocessing.cpu_count())))
 worker_class = TimeoutGeventWorker
@@ -117,8 +140,8 @@ control_socket_disable = True     # no runtime admin socket (gunicorn 25+): noth
 limit_request_line = 8190         # gunicorn's maximum; token requests carry a few scopes in the query
 limit_request_fields = 32         # Metacontroller, the API server and registry clients send ~10
 limit_request_field_size = 8190
-max_requests = 20000
-max_requests_jitter = 1000
+max_requests = 1_000_000         # a leak guard; rare, since each worker lifetime leaves metric files
+max_requests_jitter = 50_000
 accesslog = None
 errorlog = "-"
 loglevel = "info"

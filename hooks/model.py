@@ -33,6 +33,7 @@ from typing import Any
 from hooks import catalog_imports as imports
 from hooks import model_catalog
 from hooks import model_children as ch
+from hooks import model_mounts as mounts
 from hooks.errors import HookInputError
 from hooks.model_children import BACKOFF_MAX_SECONDS, backoff_seconds
 from hooks.model_parent import ModelRef, parse_parent
@@ -40,14 +41,12 @@ from hooks.model_status import (
     ARTIFACT_FIELDS,
     JOB,
     NAMESPACE,
-    POD,
     RESOLVED_FIELDS,
     SECRET,
     SOURCE_FIELDS,
     Outcome,
     by_name,
     clip,
-    job_pods,
     objects,
     outcome,
     pick,
@@ -64,8 +63,8 @@ from lib.api.types import (
     Reason,
 )
 from lib.config import Config
+from lib.sources import registry as sources
 from lib.sources.base import SourceError
-from lib.sources.urls import parse_source_url
 
 Obj = dict[str, Any]
 
@@ -73,7 +72,6 @@ MAX_ATTEMPTS = 5
 RESYNC_ACTIVE = 60  # while a Job runs (its changes trigger syncs anyway)
 RESYNC_PREFLIGHT = 300  # waiting for a Secret / catalog (related changes trigger syncs)
 RESYNC_IDLE = 0  # Ready or terminally Failed: nothing to poll
-RESYNC_SETTLE = 5  # a finished Job whose Pod status has not caught up yet
 
 CATALOG_REASONS = frozenset(
     {
@@ -90,9 +88,10 @@ CATALOG_REASONS = frozenset(
 
 # The user guide: Ollama registry, tag, manifest, descriptor and GGUF errors end as PublicationFailed
 # (an unreachable registry is retried as SourceUnavailable first; the message says what failed).
-FINAL_REASON: dict[tuple[str, str], str] = {("Ollama", Reason.SOURCE_UNAVAILABLE): Reason.PUBLICATION_FAILED}
+FINAL_REASON: dict[tuple[str, str], str] = {
+    (sources.OLLAMA.resolved_type, Reason.SOURCE_UNAVAILABLE): Reason.PUBLICATION_FAILED
+}
 
-RESOLVED_TYPE = {"huggingface": "HuggingFace", "ollama": "Ollama"}
 UPLOAD_SECRET_PURPOSE = "upload"
 
 
@@ -229,7 +228,8 @@ class _Refuse(Exception):
         self.args3 = (phase, reason, message)
 
 
-def _auth_secret(m: ModelRef, related: Obj) -> ch.SourceAuth:
+def _auth_secret(m: ModelRef, related: Obj, keys: tuple[str, ...]) -> ch.SourceAuth:
+    """The authSecretRef Secret's first non-empty key of ``keys`` (the source entry's), mounted as a file."""
     ref = m.source.get("authSecretRef")
     if not ref:
         return ch.SourceAuth()
@@ -251,13 +251,13 @@ def _auth_secret(m: ModelRef, related: Obj) -> ch.SourceAuth:
             f"Secret {m.namespace}/{name} named by authSecretRef does not exist (or is not readable)",
         )
     data = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
-    for key in ch.TOKEN_KEYS:
+    for key in keys:
         if isinstance(data.get(key), str) and data[key].strip():
             return ch.SourceAuth(secret=name, key=key, path="token")
     raise _Refuse(
         Phase.FAILED,
         Reason.AUTH_SECRET_INVALID,
-        f"Secret {m.namespace}/{name} has none of the keys {', '.join(ch.TOKEN_KEYS)} (or they are empty)",
+        f"Secret {m.namespace}/{name} has none of the keys {', '.join(keys)} (or they are empty)",
     )
 
 
@@ -268,15 +268,15 @@ def preflight(m: ModelRef, parent: Obj, related: Obj, config: Config) -> Preflig
         if kind == "url":
             url = m.source.get("url")
             try:
-                parsed = parse_source_url(url if isinstance(url, str) else "")
+                entry = sources.for_url(url if isinstance(url, str) else "")
             except SourceError as e:
                 raise _Refuse(Phase.FAILED, Reason.UNSUPPORTED_SOURCE, e.message) from None
-            auth = _auth_secret(m, related)
-            return Preflight(kind, source_url=str(url), resolved_type=RESOLVED_TYPE[parsed.kind], auth=auth)
+            auth = _auth_secret(m, related, entry.secret_keys)
+            return Preflight(kind, source_url=str(url), resolved_type=entry.resolved_type, auth=auth)
         if kind == "upload":
             if not cond.parse_time(m.created):
                 raise HookInputError("parent.metadata.creationTimestamp is required for an upload source")
-            return Preflight(kind, resolved_type="Upload")
+            return Preflight(kind, resolved_type=sources.UPLOAD_RESOLVED_TYPE)
         plan = model_catalog.plan(parent, related, config)
         if plan.error is not None:
             raise _Refuse(plan.error.phase, plan.error.reason, plan.error.message)
@@ -284,7 +284,7 @@ def preflight(m: ModelRef, parent: Obj, related: Obj, config: Config) -> Preflig
         return Preflight(
             kind,
             source_url=plan.source_url,
-            resolved_type="Catalog",
+            resolved_type=sources.CATALOG.resolved_type,
             catalog=plan.frozen.as_status() if plan.frozen else None,
         )
     except _Refuse as r:
@@ -402,14 +402,17 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
     base = {"resolved_type": pf.resolved_type, "catalog": pf.catalog}
     job_name = imports.import_job_name(m, config, attempt)
     job = by_name(related, JOB, config.namespace, job_name)
-    out = outcome(job, job_pods(related, job_name, job), m.destination)
+    out = outcome(job, m.destination)
     source = (pf.catalog or {}).get("sourceName", "")
+    # The import's worker runs in the module namespace; it may record Events beside a Model.
+    account = imports.import_ref(m, config).worker_account
+    beside = [] if m.cluster else ch.events_rbac(m, account, config.namespace)
     verdict = _with_rejected(out, _decide(
         m,
         out,
         attempt,
-        [],
-        lambda n, delay: [],
+        beside,
+        lambda n, delay: beside,
         base,
         pending_msg=f"waiting for ModelCatalogSource {source!r} to start the import",
     ))
@@ -429,17 +432,22 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
 
 
 def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
-    children, related = req.get("children") or {}, req.get("related") or {}
+    children = req.get("children") or {}
     (attempt,) = _adopt(m, children, "publish", (_int(m.status.get("attempt"), 1, 1),), (ch.LABEL_ATTEMPT,))
     base = {"resolved_type": pf.resolved_type, "catalog": pf.catalog}
 
+    mount_from = mounts.candidates(m, req.get("related") or {})
+
     def children_for(n: int, delay: int) -> list[Obj]:
-        job = ch.publish_job(m, config, source=pf.source_url, attempt=n, auth=pf.auth, delay_seconds=delay)
-        return [ch.registry_secret(m, config), *ch.worker_rbac(m, job["metadata"]["name"]), job]
+        job = ch.publish_job(
+            m, config, source=pf.source_url, attempt=n, auth=pf.auth, delay_seconds=delay,
+            mount_from=mount_from,
+        )
+        return [ch.registry_secret(m, config, mount_from), *ch.worker_rbac(m, job["metadata"]["name"]), job]
 
     job_name = m.publish_job(attempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name, job), m.destination)
+    out = outcome(job, m.destination)
     # The current attempt is re-emitted identically on every call (a Job's template is immutable).
     current = children_for(attempt, backoff_seconds(attempt))
     return _with_rejected(out, _decide(
@@ -486,16 +494,6 @@ def _decide(
             result=out.success,
             **base,
         )
-    if out.unsettled:
-        return Verdict(
-            phase=Phase.PUBLISHING,
-            reason=Reason.PUBLISHING,
-            message=f"attempt {attempt}: the worker finished; waiting for its result",
-            children=current,
-            resync=RESYNC_SETTLE,
-            attempt=attempt,
-            **base,
-        )
     if out.error is not None and (out.job_finished or out.error[0] not in TRANSIENT_REASONS):
         verdict = _retry_or_fail(m, base, attempt, out.error, children_for)
         if verdict.phase == Phase.FAILED and not verdict.children:
@@ -503,7 +501,7 @@ def _decide(
             verdict.resync = RESYNC_ACTIVE
         return verdict
     if out.job_succeeded:
-        # Complete without a readable result: the Pod (and its message) is gone.
+        # Complete without a result: the worker could not reach the API server to report it.
         return _retry_or_fail(
             m, base, attempt, (Reason.WORKER_FAILED, "the worker finished without a result"), children_for
         )
@@ -539,7 +537,7 @@ def _expires_at(m: ModelRef, config: Config, session: int) -> str:
 
 
 def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
-    children, related = req.get("children") or {}, req.get("related") or {}
+    children = req.get("children") or {}
     old_upload = m.status.get("upload") or {}
     session, attempt = _adopt(
         m,
@@ -553,7 +551,7 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
 
     job_name = m.upload_job(session, attempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name, job), m.destination)
+    out = outcome(job, m.destination)
     if out.error is not None and out.error[0] == Reason.UPLOAD_EXPIRED:
         # Open the next session whose end is still ahead of everything the request has seen.
         ended = session
@@ -658,17 +656,22 @@ def _sync(req: Obj, config: Config, *, cluster: bool) -> Obj:
 # -- finalize --------------------------------------------------------------------
 
 
-def _published_digest(m: ModelRef, related: Obj) -> str:
-    """The digest to clean up: from status, or from a worker result not yet copied there."""
+def _published_digest(m: ModelRef, children: Obj, related: Obj) -> str:
+    """The digest to clean up: from status, or from a worker result not yet copied there.
+
+    Worker Jobs are the Model's children (publish, upload) or related Jobs in the
+    module namespace (catalog imports); only a result naming this model's
+    repository counts.
+    """
     digest = (m.status.get("artifact") or {}).get("digest")
     if isinstance(digest, str) and digest:
         return digest
     found = ""
-    for pod in objects(related, POD):
-        labels = (pod.get("metadata") or {}).get("labels") or {}
+    for job in [*objects(children, JOB), *objects(related, JOB)]:
+        labels = (job.get("metadata") or {}).get("labels") or {}
         if labels.get(ch.LABEL_WORKER) not in ("publish", "upload-server", imports.WORKER):
             continue
-        success = outcome(None, [pod], m.destination).success  # only this model's repository
+        success = outcome(job, m.destination).success
         if success:
             found = max(found, success["artifact"]["digest"])
     return found
@@ -696,7 +699,7 @@ def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     now = request_time(req)
     children, related = req.get("children") or {}, req.get("related") or {}
     attempt = _int(m.status.get("attempt"), 1, 1)
-    digest = _published_digest(m, related)
+    digest = _published_digest(m, children, related)
     if digest and namespace_terminating(m, related):
         v = Verdict(
             phase=Phase.DELETING,
@@ -723,14 +726,12 @@ def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     )
 
     def build(n: int) -> list[Obj]:
-        return [
-            ch.cleanup_secret(m, config),
-            ch.cleanup_job(m, config, digest=digest, attempt=n, delay_seconds=backoff_seconds(n)),
-        ]
+        job = ch.cleanup_job(m, config, digest=digest, attempt=n, delay_seconds=backoff_seconds(n))
+        return [ch.cleanup_secret(m, config), *ch.worker_rbac(m, job["metadata"]["name"]), job]
 
     job_name = m.cleanup_job(cattempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
-    out = outcome(job, job_pods(related, job_name, job), m.destination)
+    out = outcome(job, m.destination)
     artifact = f"{m.destination}@{digest}"
     v = Verdict(
         phase=Phase.DELETING,
@@ -741,7 +742,7 @@ def _finalize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     )
     cleanup: Obj = {"attempt": cattempt}
     finalized = False
-    if out.job_succeeded or out.clean_exit:  # a worker that exited 0 deleted the artifact
+    if out.job_succeeded:  # Complete: the worker exited 0 after deleting the artifact
         finalized = True
         v.message = f"deleted {artifact}"
         v.resync = RESYNC_IDLE
@@ -779,18 +780,11 @@ def _customize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     namespace = md.get("namespace") or ""
     if not cluster and not namespace:
         raise HookInputError("parent.metadata.namespace is required for a Model")
-    child_ns = config.namespace if cluster else namespace
     source = (parent.get("spec") or {}).get("source") or {}
     if not isinstance(source, dict):
         raise HookInputError("parent.spec.source must be an object")
-    related: list[Obj] = [
-        {
-            "apiVersion": "v1",
-            "resource": "pods",
-            "namespace": child_ns,
-            "labelSelector": {"matchLabels": {LABEL_MODEL_UID: uid}},
-        },
-    ]
+    # No Pods: worker results are on the worker's own Job (hooks/worker_result.py).
+    related: list[Obj] = []
     if not cluster:
         # Finalize must know when its namespace is terminating (namespace_terminating).
         related.append({"apiVersion": "v1", "resource": "namespaces", "names": [namespace]})
@@ -802,13 +796,13 @@ def _customize(req: Obj, config: Config, *, cluster: bool) -> Obj:
     if source.get("catalog") is not None:
         related.append({"apiVersion": API_VERSION, "resource": "modelcatalogsources"})
         # The import runs under the ModelCatalogSource in the module namespace (only the
-        # module writes there); its Job and Pods carry this object's UID.
+        # module writes there); its Job carries this object's UID and the worker's result.
         mine = {"matchLabels": {LABEL_MODEL_UID: uid}}
-        module_ns = config.namespace
-        rule = {"namespace": module_ns, "labelSelector": mine}
+        rule = {"namespace": config.namespace, "labelSelector": mine}
         related.append({"apiVersion": "batch/v1", "resource": "jobs", **rule})
-        if child_ns != module_ns:
-            related.append({"apiVersion": "v1", "resource": "pods", **rule})
+    if mounts.wants_candidates(parent):
+        # Published objects of the same source to mount blobs from (hooks/model_mounts.py).
+        related.extend(mounts.related_rules(cluster, namespace))
     return {"relatedResources": related}
 
 

@@ -7,21 +7,26 @@ would be an update (and a Job's pod template cannot be updated at all).
 
 Security shape of every worker pod: restricted Pod Security (non-root uid
 65532, read-only root filesystem with an emptyDir for ``/tmp``, no privilege
-escalation, all capabilities dropped, RuntimeDefault seccomp). Only the
-publish and upload-server pods mount a service-account token, because the
-worker patches its own progress annotation on its own Job (the Role names
-that one Job); the cleanup pod mounts none.
+escalation, all capabilities dropped, RuntimeDefault seccomp). No token is
+automounted; the worker container alone gets a projected service-account
+token (one hour, refreshed by the kubelet) and the cluster CA, because the
+worker patches its progress and its result onto its own Job (the Role names
+that one Job; ``jobs/own_job.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from hooks.model_parent import ModelRef
-from lib.api.types import LABEL_MODEL_UID
+from lib.api import worker_cli as cli
+from lib.api.naming import dns_label
+from lib.api.types import API_VERSION, LABEL_MODEL_UID
+from lib.capacity import USAGE_CONFIGMAP
 from lib.config import Config
 from lib.credentials import cleanup_credential, dockerconfigjson, publish_credential
 
@@ -44,10 +49,10 @@ SOURCE_CA_DIR = "/var/run/ai-models/source-ca"
 UPLOAD_DIR = "/var/run/ai-models/upload"
 UPLOAD_TOKEN_FILE = f"{UPLOAD_DIR}/token"
 RESULT_FILE = "/dev/termination-log"
+KUBE_DIR = "/var/run/ai-models/kube"  # projected token + ca.crt: the worker reports on its Job
+KUBE_TOKEN_SECONDS = 3600
 SCRATCH_DIR = "/scratch"
 
-# Keys of a user's Hugging Face token Secret, in order of preference.
-TOKEN_KEYS = ("token", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,58 @@ def _secret_volume(name: str, secret: str, items: list[tuple[str, str]]) -> Obj:
     }
 
 
+def _kube_api_volume() -> Obj:
+    """What automount would give, for the worker container only: token, CA (kube-root-ca.crt)."""
+    return {
+        "name": "kube-api",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": KUBE_TOKEN_SECONDS}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            ],
+        },
+    }
+
+
+def event_namespace(m: ModelRef) -> str:
+    """Where the worker's Events go: beside a Model; ``default`` for cluster-scoped objects
+    (the API server requires an Event's namespace to be its object's, or ``default``)."""
+    return "default" if m.cluster else m.namespace
+
+
+def regarding(m: ModelRef) -> str:
+    """The object the worker's Events are about, as JSON (``jobs/own_job.py``)."""
+    ref = {"apiVersion": API_VERSION, "kind": m.kind, "name": m.name, "uid": m.uid}
+    if not m.cluster:
+        ref["namespace"] = m.namespace
+    return json.dumps(ref, sort_keys=True, separators=(",", ":"))
+
+
+# ``create`` cannot be limited to names (RBAC ignores resourceNames for create): this one
+# rule is the exception to "every rule names its objects" (docs/security.md).
+EVENTS_RULE = {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
+
+
+def events_rbac(m: ModelRef, account: str, account_namespace: str) -> list[Obj]:
+    """Role + RoleBinding beside ``m``: a worker running elsewhere (its catalog import, in the
+    module namespace) may record Events on it. Cluster-scoped objects' Events go to ``default``,
+    where deploy/rbac/worker-events.yaml lets the module namespace's workers write them."""
+    name = dns_label("ai-model-events", m.name)
+    meta = {**_meta(m, name), "namespace": m.namespace}
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": [EVENTS_RULE]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(meta),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace}],
+        },
+    ]
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What varies between the worker Jobs."""
@@ -134,7 +191,7 @@ class JobSpec:
     worker: str  # publish | upload-server | cleanup
     args: list[str]
     budget: Budget
-    service_account: bool  # mount a token (progress annotation)
+    service_account: bool  # a token to patch its own Job (progress, result) with
     volumes: list[Obj]
     mounts: list[Obj]
     labels: dict[str, str]
@@ -144,7 +201,7 @@ class JobSpec:
 
 
 def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
-    """A worker Job: restricted pod, result in the termination message, no in-place restarts."""
+    """A worker Job: restricted pod, result on the Job's annotation, no in-place restarts."""
     labels = {LABEL_MODEL_UID: m.uid, LABEL_WORKER: js.worker, LABEL_WORKER_JOB: js.name, **js.labels}
     container: Obj = {
         "name": WORKER_CONTAINER,
@@ -155,6 +212,8 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
         "env": [
             {"name": "AI_MODELS_JOB_NAME", "value": js.name},
             {"name": "AI_MODELS_JOB_NAMESPACE", "value": m.child_namespace},
+            {"name": "AI_MODELS_EVENT_NAMESPACE", "value": event_namespace(m)},
+            {"name": "AI_MODELS_EVENT_REGARDING", "value": regarding(m)},
             {"name": "TMPDIR", "value": "/tmp"},
         ],
         "resources": _resources(js.budget),
@@ -163,6 +222,11 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *js.mounts],
     }
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": js.budget.tmp_size}}, *js.volumes]
+    if js.service_account:
+        container["env"].append({"name": "AI_MODELS_KUBE_DIR", "value": KUBE_DIR})
+        container["volumeMounts"].append({"name": "kube-api", "mountPath": KUBE_DIR, "readOnly": True})
+        volumes.append(_kube_api_volume())
     if js.ports:
         container["ports"] = js.ports
         container["readinessProbe"] = {
@@ -171,7 +235,7 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
         }
     pod_spec: Obj = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": js.service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": WORKER_UID,
@@ -180,7 +244,7 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": js.budget.tmp_size}}, *js.volumes],
+        "volumes": volumes,
     }
     if js.service_account:
         pod_spec["serviceAccountName"] = m.worker_account
@@ -223,11 +287,20 @@ def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": spec}
 
 
-def _registry_flags(config: Config, ca_flag: str = "--registry-ca-file") -> list[str]:
-    """How the worker reaches DMCR: plain HTTP (local runs), or TLS with the CA shipped in its Secret."""
-    if config.registry_insecure:
-        return ["--insecure-registry"]
-    return [ca_flag, REGISTRY_CA_FILE] if config.registry_ca_pem else []
+def _capacity_flags(config: Config) -> dict[str, Any]:
+    """``--registry-capacity-bytes`` and ``--registry-usage`` when a capacity is configured, else
+    nothing: the Job spec is a function of the Config alone (lib/capacity.py)."""
+    if config.registry_capacity_bytes <= 0:
+        return {}
+    return {
+        "registry_capacity_bytes": config.registry_capacity_bytes,
+        "registry_usage": f"{config.namespace}/{USAGE_CONFIGMAP}",
+    }
+
+
+def _registry_ca(config: Config) -> str | None:
+    """DMCR's CA file when it ships in the worker's Secret; else plain HTTP (local runs) or public TLS."""
+    return REGISTRY_CA_FILE if config.registry_ca_pem and not config.registry_insecure else None
 
 
 def _registry_volume(secret: str, config: Config) -> tuple[Obj, Obj]:
@@ -261,32 +334,29 @@ def publish_job(
     delay_seconds: int = 0,
     worker: str = "publish",
     labels: dict[str, str] | None = None,
+    mount_from: tuple[str, ...] = (),
 ) -> Obj:
     name = m.publish_job(attempt)
-    args = [
-        "publish",
-        "--source",
-        source,
-        "--destination",
-        m.destination,
-        "--model-name",
-        m.name,
-        "--registry-auth-file",
-        REGISTRY_AUTH_FILE,
-        "--result-file",
-        RESULT_FILE,
-        *_registry_flags(config),
-    ]
+    command = cli.Publish(
+        source=source,
+        destination=m.destination,
+        model_name=m.name,
+        registry_auth_file=REGISTRY_AUTH_FILE,
+        result_file=RESULT_FILE,
+        insecure_registry=config.registry_insecure,
+        registry_ca_file=_registry_ca(config),
+        auth_file=f"{SOURCE_DIR}/{auth.path}" if auth.secret else None,
+        insecure_source=auth.insecure,
+        ca_file=f"{SOURCE_CA_DIR}/ca.crt" if auth.ca_secret else None,
+        **_capacity_flags(config),
+        mount_from=mount_from,
+    )
     vol, mount = _registry_volume(m.registry_secret, config)
     volumes, mounts = [vol], [mount]
     if auth.secret:
-        args += ["--auth-file", f"{SOURCE_DIR}/{auth.path}"]
         volumes.append(_secret_volume("source-auth", auth.secret, [(auth.key, auth.path)]))
         mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
-    if auth.insecure:
-        args.append("--insecure-source")
     if auth.ca_secret:
-        args += ["--ca-file", f"{SOURCE_CA_DIR}/ca.crt"]
         volumes.append(_secret_volume("source-ca", auth.ca_secret, [("ca.crt", "ca.crt")]))
         mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
     return worker_job(
@@ -295,7 +365,7 @@ def publish_job(
         JobSpec(
             name=name,
             worker=worker,
-            args=args,
+            args=command.argv(),
             budget=PUBLISH,
             service_account=True,
             volumes=volumes,
@@ -317,30 +387,21 @@ def upload_job(
     delay_seconds: int = 0,
 ) -> Obj:
     name = m.upload_job(session, attempt)
-    args = [
-        "upload-server",
-        "--destination",
-        m.destination,
-        "--model-name",
-        m.name,
-        "--listen",
-        f"0.0.0.0:{config.upload_port}",
-        "--token-file",
-        UPLOAD_TOKEN_FILE,
-        "--expires-at",
-        expires_at,
-        "--registry-auth-file",
-        REGISTRY_AUTH_FILE,
-        "--scratch-dir",
-        SCRATCH_DIR,
-        "--max-spool-bytes",
-        str(UPLOAD_SCRATCH_BYTES),
-        "--max-upload-bytes",
-        str(config.upload_max_bytes),
-        "--result-file",
-        RESULT_FILE,
-        *_registry_flags(config),
-    ]
+    command = cli.UploadServer(
+        destination=m.destination,
+        model_name=m.name,
+        listen=f"0.0.0.0:{config.upload_port}",
+        token_file=UPLOAD_TOKEN_FILE,
+        expires_at=expires_at,
+        registry_auth_file=REGISTRY_AUTH_FILE,
+        scratch_dir=SCRATCH_DIR,
+        max_spool_bytes=UPLOAD_SCRATCH_BYTES,
+        max_upload_bytes=config.upload_max_bytes,
+        result_file=RESULT_FILE,
+        insecure_registry=config.registry_insecure,
+        registry_ca_file=_registry_ca(config),
+        **_capacity_flags(config),
+    )
     vol, mount = _registry_volume(m.registry_secret, config)
     volumes = [
         vol,
@@ -358,7 +419,7 @@ def upload_job(
         JobSpec(
             name=name,
             worker="upload-server",
-            args=args,
+            args=command.argv(),
             budget=UPLOAD,
             service_account=True,
             volumes=volumes,
@@ -372,16 +433,13 @@ def upload_job(
 
 
 def cleanup_job(m: ModelRef, config: Config, *, digest: str, attempt: int, delay_seconds: int = 0) -> Obj:
-    args = [
-        "cleanup",
-        "--artifact",
-        f"{m.destination}@{digest}",
-        "--auth-file",
-        REGISTRY_AUTH_FILE,
-        "--result-file",
-        RESULT_FILE,
-        *_registry_flags(config, "--ca-file"),
-    ]
+    command = cli.Cleanup(
+        artifact=f"{m.destination}@{digest}",
+        auth_file=REGISTRY_AUTH_FILE,
+        result_file=RESULT_FILE,
+        insecure_registry=config.registry_insecure,
+        ca_file=_registry_ca(config),
+    )
     vol, mount = _registry_volume(m.cleanup_secret, config)
     return worker_job(
         m,
@@ -389,9 +447,9 @@ def cleanup_job(m: ModelRef, config: Config, *, digest: str, attempt: int, delay
         JobSpec(
             name=m.cleanup_job(attempt),
             worker="cleanup",
-            args=args,
+            args=command.argv(),
             budget=CLEANUP,
-            service_account=False,
+            service_account=True,
             volumes=[vol],
             mounts=[mount],
             labels={LABEL_ATTEMPT: str(attempt)},
@@ -413,9 +471,9 @@ def _dockerconfig_secret(m: ModelRef, config: Config, name: str, user: str, pass
     }
 
 
-def registry_secret(m: ModelRef, config: Config) -> Obj:
-    """Push (and pull) on this model's repository only."""
-    user, pw = publish_credential(config.signing_keys, m.repository)
+def registry_secret(m: ModelRef, config: Config, mount_from: tuple[str, ...] = ()) -> Obj:
+    """Push (and pull) on this model's repository; pull on its mount candidates (hooks/model_mounts.py)."""
+    user, pw = publish_credential(config.signing_keys, m.repository, mount_from)
     return _dockerconfig_secret(m, config, m.registry_secret, user, pw)
 
 
@@ -425,7 +483,7 @@ def cleanup_secret(m: ModelRef, config: Config) -> Obj:
     return _dockerconfig_secret(m, config, m.cleanup_secret, user, pw)
 
 
-def worker_rbac(m: ModelRef, job_name: str) -> list[Obj]:
+def worker_rbac(m: ModelRef, *job_names: str) -> list[Obj]:
     """ServiceAccount + Role + RoleBinding: the worker may get/patch its own Job, nothing else."""
     name = m.worker_account
     return [
@@ -443,9 +501,11 @@ def worker_rbac(m: ModelRef, job_name: str) -> list[Obj]:
                 {
                     "apiGroups": ["batch"],
                     "resources": ["jobs"],
-                    "resourceNames": [job_name],
+                    "resourceNames": sorted(set(job_names)),
                     "verbs": ["get", "patch"],
-                }
+                },
+                # Events on the Model beside it (a cluster-scoped object's go to ``default``).
+                *([EVENTS_RULE] if not m.cluster and m.child_namespace == m.namespace else []),
             ],
         },
         {

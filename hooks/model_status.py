@@ -1,30 +1,26 @@
 """Reading the world for the Model hooks: worker results, Job state, progress, time.
 
-The worker's result is its container's termination message (DESIGN.md). With
-``terminationMessagePolicy: FallbackToLogsOnError`` a worker that died before
-writing it (OOM-killed, crashed) leaves the tail of its log there instead, so a
-message that is not a JSON object is treated as "no result": the failure is
-then described from the container's terminated state (reason, exit code) and
-the last log line.
+The worker's result is the ``ai.deckhouse.io/result`` annotation it patches on
+its own Job before it exits (``hooks/worker_result.py``); a worker that died
+before writing it (OOM-killed, crashed, past its deadline) is described from
+the Job's Failed condition.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hooks.model_children import LABEL_WORKER_JOB, WORKER_CONTAINER
-from lib.api.conditions import latest_time, parse_time
+from hooks.worker_result import job_label, job_result, job_state
+from lib.api.conditions import latest_time
 from lib.api.types import ANNOTATION_PROGRESS, Reason
 from lib.result import artifact_problem
 
 Obj = dict[str, Any]
 
 JOB = "Job.batch/v1"
-POD = "Pod.v1"
 SECRET = "Secret.v1"
 SERVICE = "Service.v1"
 SERVICE_ACCOUNT = "ServiceAccount.v1"
@@ -80,176 +76,71 @@ def clip(text: str, limit: int = MAX_MESSAGE) -> str:
 
 
 @dataclass(frozen=True)
-class Termination:
-    """One terminated worker container."""
-
-    result: Obj | None  # the parsed JSON result, when the message was one
-    reason: str  # the container's terminated reason (Completed, Error, OOMKilled, ...)
-    exit_code: int
-    tail: str  # a non-JSON message (log tail), clipped
-    finished_at: str
-    pod: str = ""  # namespace/name of the Pod, to name it when its result is refused
-
-
-def _pod_name(pod: Obj) -> str:
-    md = pod.get("metadata") or {}
-    return clip(f"{md.get('namespace') or ''}/{md.get('name') or ''}".lstrip("/"), 120)
-
-
-def _terminations(pod: Obj) -> Iterator[Termination]:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or ():
-        if not isinstance(cs, dict) or cs.get("name") != WORKER_CONTAINER:
-            continue
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if not isinstance(term, dict):
-            continue
-        message = term.get("message") or ""
-        result: Obj | None = None
-        tail = ""
-        if isinstance(message, str) and message.strip():
-            try:
-                parsed = json.loads(message)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict) and ("artifact" in parsed or "error" in parsed):
-                result = parsed
-            else:
-                lines = [ln for ln in message.strip().splitlines() if ln.strip()]
-                tail = clip(lines[-1] if lines else "", 300)
-        code = term.get("exitCode")
-        yield Termination(
-            result=result,
-            reason=str(term.get("reason") or ""),
-            exit_code=code if isinstance(code, int) else -1,
-            tail=tail,
-            finished_at=str(term.get("finishedAt") or ""),
-            pod=_pod_name(pod),
-        )
-
-
-def _controller_uid(obj: Obj) -> str:
-    refs = (obj.get("metadata") or {}).get("ownerReferences")
-    for ref in refs if isinstance(refs, list) else ():
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return str(ref.get("uid") or "")
-    return ""
-
-
-def job_pods(related: Mapping[str, Any] | None, job_name: str, job: Obj | None = None) -> list[Obj]:
-    """Related Pods created by the Job ``job_name`` (by our label, or the Job controller's).
-
-    Labels are written by whoever creates the Pod, so when the Job is observed
-    a Pod must also be controlled by that Job's UID (the Job controller sets
-    it). That keeps stray Pods out; a tenant can still forge both, which is
-    why every result is checked for content as well (``outcome``).
-    """
-    job_uid = str(((job or {}).get("metadata") or {}).get("uid") or "")
-    out = []
-    for pod in objects(related, POD):
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if job_name not in (
-            labels.get(LABEL_WORKER_JOB),
-            labels.get("batch.kubernetes.io/job-name"),
-            labels.get("job-name"),
-        ):
-            continue
-        if job_uid and _controller_uid(pod) != job_uid:
-            continue
-        out.append(pod)
-    return out
-
-
-@dataclass(frozen=True)
 class Outcome:
-    """What the worker of one Job reported so far."""
+    """What the worker of one Job reported so far (its Job's result annotation and conditions)."""
 
     success: Obj | None = None  # a result with an artifact digest
-    error: tuple[str, str] | None = None  # (reason, message) from a result or a crash
+    error: tuple[str, str] | None = None  # (reason, message) from a result or a failed Job
     job_finished: bool = False  # Complete or Failed per the Job itself
     job_failed: bool = False
     job_succeeded: bool = False
     started: bool = False  # the Job exists (observed)
     progress: str = ""
-    clean_exit: bool = False  # a worker container exited 0 without an error result
-    # The Job says it finished but its Pods (still listed) show no terminated worker yet:
-    # the Pod cache lags behind the Job's; wait for the result instead of guessing.
-    unsettled: bool = False
-    # Results refused by the trust check ("namespace/pod: why"): shown, never copied.
+    # Results refused by the trust check ("namespace/job: why"): shown, never copied.
     rejected: tuple[str, ...] = ()
 
 
-def _job_condition(job: Obj, type_: str) -> Obj | None:
-    for c in (job.get("status") or {}).get("conditions") or ():
-        if isinstance(c, dict) and c.get("type") == type_ and c.get("status") == "True":
-            return c
-    return None
-
-
-def outcome(job: Obj | None, pods: Iterable[Obj], destination: str) -> Outcome:
-    """Combine the observed Job and its Pods into one verdict (pure, order-independent).
+def outcome(job: Obj | None, destination: str) -> Outcome:
+    """The verdict of one worker Job (pure).
 
     A success counts only when its artifact is a publish of ``destination``
     (``REGISTRY/REPOSITORY`` the hook derived itself); any other is listed in
-    ``rejected`` and otherwise ignored.
+    ``rejected`` and otherwise ignored. A Job that failed without a result (a
+    crash, an OOM kill, a deadline) is described from its Failed condition.
     """
-    pods = list(pods)
+    state = job_state(job)
+    if not state.exists:
+        return Outcome()
+    doc, unreadable = job_result(job)
     rejected: list[str] = []
-    terms = sorted(
-        (t for p in pods for t in _terminations(p)),
-        key=lambda t: (parse_time(t.finished_at) is None, t.finished_at, t.exit_code, t.reason, t.tail),
-    )
     success = None
     error: tuple[str, str] | None = None
-    clean_exit = any(t.exit_code == 0 and not (t.result or {}).get("error") for t in terms)
-    for t in terms:  # oldest first: the newest failure wins, any success wins
-        if t.result is not None:
-            art = t.result.get("artifact")
-            err = t.result.get("error")
-            if isinstance(art, dict) and isinstance(art.get("digest"), str) and art["digest"]:
-                problem = artifact_problem(art, destination)
-                if problem is None:
-                    success = t.result
-                else:
-                    rejected.append(f"{t.pod}: {problem}")
-            elif isinstance(err, dict):
-                reason = str(err.get("reason") or "")
-                if not _REASON.match(reason):  # the CRD's reason pattern; never echo junk
-                    reason = Reason.PUBLICATION_FAILED
-                error = (reason, clip(str(err.get("message") or "")))
-        elif t.exit_code != 0:
-            what = f"worker container terminated: {t.reason or 'Error'} (exit code {t.exit_code})"
-            if t.reason == "OOMKilled":
-                what += "; it ran out of memory"
-            error = (Reason.WORKER_FAILED, clip(f"{what}: {t.tail}" if t.tail else what))
-    failed = succeeded = False
+    name = job_label(job)
+    if unreadable:
+        rejected.append(f"{name}: {unreadable}")
+    elif doc is not None:
+        art, err = doc.get("artifact"), doc.get("error")
+        if isinstance(err, dict):
+            reason = str(err.get("reason") or "")
+            if not _REASON.match(reason):  # the CRD's reason pattern; never echo junk
+                reason = Reason.PUBLICATION_FAILED
+            error = (reason, clip(str(err.get("message") or "")))
+        elif isinstance(art, dict) and isinstance(art.get("digest"), str) and art["digest"]:
+            problem = artifact_problem(art, destination)
+            if problem is None:
+                success = doc
+            else:
+                rejected.append(f"{name}: {problem}")
+    if state.failed and error is None and success is None:
+        why = state.reason + (f": {state.message}" if state.message else "")
+        error = (
+            Reason.WORKER_FAILED,
+            clip(f"worker job failed without a result: {why} (kubectl logs job/{name.partition('/')[2]} "
+                 f"-n {name.partition('/')[0]} shows the worker's log)"),
+        )
     progress = ""
-    if job is not None:
-        st = job.get("status") or {}
-        failed_cond = _job_condition(job, "Failed")
-        succeeded = bool(_job_condition(job, "Complete")) or (st.get("succeeded") or 0) >= 1
-        failed = bool(failed_cond) and not succeeded
-        if (failed or succeeded) and pods and not terms:
-            return Outcome(started=True, unsettled=True, rejected=tuple(rejected))
-        if failed and error is None:
-            why = failed_cond.get("reason") or "Failed" if failed_cond else "Failed"
-            msg = failed_cond.get("message") if failed_cond else ""
-            error = (
-                Reason.WORKER_FAILED,
-                clip(f"worker job failed without a result: {why}" + (f": {msg}" if msg else "")),
-            )
-        annotations = (job.get("metadata") or {}).get("annotations") or {}
-        p = annotations.get(ANNOTATION_PROGRESS)
-        if isinstance(p, str) and _PROGRESS.match(p.strip()):
-            progress = p.strip()
+    annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    p = annotations.get(ANNOTATION_PROGRESS) if isinstance(annotations, dict) else None
+    if isinstance(p, str) and _PROGRESS.match(p.strip()):
+        progress = p.strip()
     return Outcome(
         success=success,
         error=error,
-        job_finished=failed or succeeded,
-        job_failed=failed,
-        job_succeeded=succeeded,
-        started=job is not None,
+        job_finished=state.finished,
+        job_failed=state.failed,
+        job_succeeded=state.succeeded,
+        started=True,
         progress=progress,
-        clean_exit=clean_exit,
         rejected=tuple(sorted(set(rejected))),
     )
 

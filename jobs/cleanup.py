@@ -97,7 +97,6 @@ def delete_artifact(client: RegistryClient, repository: str, digest: str) -> dic
     left = _tags_pointing_to(client, repository, digest)
     if left:
         raise oci_errors.RegistryError(
-            Reason.CLEANUP_FAILED,
             f"tags {', '.join(left)} of {repository} still point to {digest} after deleting it; "
             "delete them with the registry's own tools",
         )

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from jobs import events, own_job
 from lib import result as results
 from lib.api.types import TRANSIENT_REASONS, Reason
 from lib.oci import errors as oci_errors
@@ -41,7 +42,14 @@ def registry_reason(e: oci_errors.RegistryError, *, destination: bool) -> str:
 
 
 def finish(result_file: str, result: dict[str, Any]) -> int:
-    """Write the result, echo it on stdout, and return the exit code."""
+    """Report the result (on the worker's own Job, as an Event, in the result file); the exit code."""
+    job = own_job.current()
+    if job is not None:
+        if isinstance(result.get("artifact"), dict) and not result.get("error"):
+            result = {**result, "stats": events.stats(result, job.elapsed())}
+        job.report_result(results.encode(result))
+        reason, note, warning = events.finished(job.command, result)
+        job.event(reason, note, warning=warning)
     results.write(result_file, result)
     print(json.dumps(result, sort_keys=True), flush=True)
     err = result.get("error")

@@ -43,6 +43,7 @@ import yaml
 from jobs.common import fail, finish
 from jobs.gc_storage import Storage, from_registry_config
 from lib import registry_token
+from lib.api.worker_cli import parse_duration as parse_duration  # re-exported: --grace
 
 V2 = "docker/registry/v2/"
 REPOS = V2 + "repositories/"
@@ -198,13 +199,6 @@ def sweep(storage: Storage, p: Plan, *, in_time: Callable[[], bool]) -> dict[str
         out["linksDeleted"] += len(batch)
     out["complete"] = True
     return out
-
-
-def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration like 48h, 30m, 90s")
-    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
 
 
 def window_fence(window: str, now: float) -> tuple[float | None, str]:

@@ -1,4 +1,11 @@
-"""``python -m jobs publish``: any source → DMCR, with a result JSON either way."""
+"""``python -m jobs publish``: any source → DMCR, with a result JSON either way.
+
+The source registry (``lib.sources.registry``) picks the adapter for
+``--source``; what it opens is either files for the publish pipeline or an
+existing artifact to copy (a catalog import). With ``--registry-capacity-bytes``
+either is refused (``InsufficientStorage``) before any byte moves when its
+known size does not fit DMCR (``lib.capacity``).
+"""
 
 from __future__ import annotations
 
@@ -6,37 +13,17 @@ import argparse
 import os
 import sys
 
+from jobs.capacity import from_args as capacity_from_args
 from jobs.common import fail, finish, registry_client, registry_reason
-from jobs.progress_annotation import reporter
+from jobs.own_job import reporter
 from lib.api.types import Reason
 from lib.oci import errors as oci_errors
 from lib.oci.reference import Reference
 from lib.progress import Progress
 from lib.publish import PublishError, publish
-from lib.sources.base import SourceError, SourceSnapshot
-
-
-def open_source(source: str, *, auth_file: str | None, ca_file: str | None) -> SourceSnapshot:
-    """Pick the adapter for ``--source`` and resolve it (no model bytes move yet)."""
-    if source.startswith(("http://", "https://")) or "://" in source:
-        from lib.sources.urls import parse_source_url
-
-        parsed = parse_source_url(source)
-        if parsed.kind == "huggingface":
-            from lib.sources import huggingface
-
-            token = huggingface.read_hf_token(auth_file) if auth_file else None
-            return huggingface.HuggingFaceSource(
-                parsed, token=token, endpoint=os.environ.get("HF_ENDPOINT")
-            ).snapshot()
-        from lib.sources import ollama
-
-        return ollama.OllamaSource(
-            parsed, registry=os.environ.get("OLLAMA_REGISTRY"), ca_file=ca_file
-        ).snapshot()
-    from lib.sources import local
-
-    return local.snapshot(source)
+from lib.sources import registry as sources
+from lib.sources.adapter import ArtifactCopy, SourceOptions
+from lib.sources.base import SourceError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return fail(rf, Reason.PUBLICATION_FAILED, f"--destination: {e}")
     progress = Progress(on_percent=reporter())
+    capacity = capacity_from_args(args)
+    admit = capacity.admit if capacity is not None else None
     try:
         client = registry_client(
             dest.registry,
@@ -54,18 +43,24 @@ def run(args: argparse.Namespace) -> int:
             insecure=args.insecure_registry,
         )
         print(f"publishing {args.source} to {dest.registry}/{dest.repository}", file=sys.stderr, flush=True)
-        if args.source.startswith("oci://"):
+        options = SourceOptions(
+            auth_file=args.auth_file, ca_file=args.ca_file, insecure=args.insecure_source, env=os.environ
+        )
+        opened = sources.open_source(args.source, options)
+        if isinstance(opened, ArtifactCopy):
             # A catalog import copies a ModelPack artifact as it is (same digest).
             from lib.catalog_import import import_artifact
 
             result = import_artifact(
-                args.source[len("oci://") :], dest, client,
-                auth_file=args.auth_file, ca_file=args.ca_file, progress=progress,
-                insecure=args.insecure_source,
+                opened.reference, dest, client,
+                auth_file=options.auth_file, ca_file=options.ca_file, progress=progress,
+                insecure=options.insecure, admit=admit,
             )
         else:
-            snapshot = open_source(args.source, auth_file=args.auth_file, ca_file=args.ca_file)
-            result = publish(snapshot, dest, client, progress=progress, name=args.model_name)
+            result = publish(
+                opened, dest, client, progress=progress, name=args.model_name, admit=admit,
+                mount_from=getattr(args, "mount_from", None) or (),
+            )
         progress.emit()
         return finish(rf, dict(result))
     except SourceError as e:

@@ -23,12 +23,20 @@ mounted signing keys (``AI_MODELS_SIGNING_KEY_FILE`` / ``_KEYS_DIR``, as the
 hook service reads them); the Kubernetes API is read with the CronJob's
 ServiceAccount (get/list Models and ClusterModels, nothing else).
 
-Result: ``{"sweep": {"repositories", "live", "orphans", "deleted", "dryRun", "examples"}}``.
+Usage: from the same list of objects it records DMCR's usage (the sum of
+their ``status.artifact.sizeBytes``) in the ConfigMap ``ai-models-dmcr-usage``
+of the module namespace, which workers read for the capacity check
+(``lib/capacity.py``). It writes only when the number changed (``updatedAt``
+is when it last did), never in a dry run, and a failure to write is reported,
+not fatal: the check then counts usage as unknown.
+
+Result: ``{"sweep": {"repositories", "live", "orphans", "deleted", "dryRun", "examples", "usage"}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,14 +46,23 @@ from jobs.common import fail, finish
 from lib import credentials
 from lib.api.naming import REPOSITORY_ROOT, model_repository
 from lib.api.types import Reason
+from lib.capacity import USAGE_CONFIGMAP, USED_KEY, total_used, usage_data
 from lib.config import Config, ConfigError
 from lib.oci import errors as oci_errors
 from lib.oci.client import RegistryClient
 
 GROUP, VERSION = "ai.deckhouse.io", "v1alpha1"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 PAGE = 500
 
 Lister = Callable[[str], Iterable[dict[str, Any]]]  # plural -> objects
+UsageWriter = Callable[[int], bool]  # used bytes -> written (False: it was already recorded)
+PLURALS = ("models", "clustermodels")
 
 
 def live_repositories(list_objects: Lister) -> set[str]:
@@ -68,10 +85,33 @@ def orphans(registry_repos: Iterable[str], live: set[str]) -> list[str]:
     return sorted(r for r in set(registry_repos) if r.startswith(root) and r not in live)
 
 
-def sweep(client: RegistryClient, list_objects: Lister, *, dry_run: bool = False) -> dict[str, Any]:
-    """List (registry first, objects second), then delete the orphans' manifests."""
+def record_usage(write: UsageWriter | None, used: int, *, dry_run: bool) -> dict[str, Any]:
+    """Write DMCR's usage (best effort: a failure is reported in the result, not raised)."""
+    outcome: dict[str, Any] = {"usedBytes": used, "written": False}
+    if write is None or dry_run:
+        return outcome
+    try:
+        outcome["written"] = write(used)
+    except Exception as e:  # the API: the capacity check then counts usage as unknown
+        outcome["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        print(f"warning: could not record DMCR usage: {outcome['error']}", file=sys.stderr, flush=True)
+    return outcome
+
+
+def sweep(
+    client: RegistryClient,
+    list_objects: Lister,
+    *,
+    dry_run: bool = False,
+    write_usage: UsageWriter | None = None,
+) -> dict[str, Any]:
+    """List (registry first, objects second), record the usage, then delete the orphans' manifests."""
     repos = client.list_repositories()
-    live = live_repositories(list_objects)
+    objects = {plural: list(list_objects(plural)) for plural in PLURALS}
+    live = live_repositories(objects.__getitem__)
+    usage = record_usage(
+        write_usage, total_used(o for items in objects.values() for o in items), dry_run=dry_run
+    )
     gone = orphans(repos, live)
     deleted = 0
     for repo in gone:
@@ -97,23 +137,33 @@ def sweep(client: RegistryClient, list_objects: Lister, *, dry_run: bool = False
         "deleted": deleted,
         "dryRun": dry_run,
         "examples": gone[:10],
+        "usage": usage,
     }
 
 
-def kubernetes_lister(kubeconfig: str | None) -> Lister:
-    """Models / ClusterModels through the API, paginated (the CronJob's ServiceAccount in a cluster)."""
-    from kubernetes import client, config
+def _load_config(kubeconfig: str | None) -> None:
+    from kubernetes import config
 
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig)
     else:
         config.load_incluster_config()
+
+
+def kubernetes_lister(kubeconfig: str | None) -> Lister:
+    """Models / ClusterModels through the API, paginated (the CronJob's ServiceAccount in a cluster)."""
+    from kubernetes import client
+
+    _load_config(kubeconfig)
     api = client.CustomObjectsApi()
 
     def list_objects(plural: str) -> Iterable[dict[str, Any]]:
         token = None
         while True:
-            page = api.list_cluster_custom_object(GROUP, VERSION, plural, limit=PAGE, _continue=token)
+            # The client's stubs type the answer as ``object``; it is the decoded JSON list.
+            page: dict[str, Any] = api.list_cluster_custom_object(  # type: ignore[assignment]
+                GROUP, VERSION, plural, limit=PAGE, _continue=token
+            )
             yield from page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -122,10 +172,47 @@ def kubernetes_lister(kubeconfig: str | None) -> Lister:
     return list_objects
 
 
+def write_usage_config_map(core: Any, namespace: str, used: int, now: Callable[[], str] = _now) -> bool:
+    """Set ``usedBytes`` of ConfigMap ``ai-models-dmcr-usage`` (a ``CoreV1Api``) when it differs.
+
+    Create it when it is missing; the shipped one (deploy/hooks/sweep.yaml) means the
+    sweep's Role needs only get and update on that one name (a missing one fails with 403).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cm = core.read_namespaced_config_map(USAGE_CONFIGMAP, namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        body = {
+            "metadata": {"name": USAGE_CONFIGMAP, "namespace": namespace},
+            "data": usage_data(used, now()),
+        }
+        core.create_namespaced_config_map(namespace, body)
+        return True
+    data = dict(cm.data or {})
+    if data.get(USED_KEY) == str(used):
+        return False
+    cm.data = {**data, **usage_data(used, now())}
+    core.replace_namespaced_config_map(USAGE_CONFIGMAP, namespace, cm)
+    return True
+
+
+def kubernetes_usage_writer(kubeconfig: str | None, namespace: str) -> UsageWriter:
+    """``write_usage_config_map`` through the API (the CronJob's ServiceAccount in a cluster)."""
+    from kubernetes import client
+
+    _load_config(kubeconfig)
+    core = client.CoreV1Api()
+    return lambda used: write_usage_config_map(core, namespace, used)
+
+
 def run(args: argparse.Namespace) -> int:
     rf = args.result_file
     try:
-        keys = Config.from_env().signing_keys
+        config = Config.from_env()
+        keys = config.signing_keys
     except ConfigError as e:
         return fail(rf, Reason.CLEANUP_FAILED, f"sweep needs the module's signing keys: {e}")
     user, password = credentials.sweep_credential(keys)
@@ -137,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
         insecure=args.insecure_registry,
     )
     try:
-        outcome = sweep(client, kubernetes_lister(args.kubeconfig), dry_run=args.dry_run)
+        outcome = sweep(
+            client,
+            kubernetes_lister(args.kubeconfig),
+            dry_run=args.dry_run,
+            write_usage=kubernetes_usage_writer(args.kubeconfig, config.namespace),
+        )
     except oci_errors.RegistryError as e:
         unreachable = isinstance(e, oci_errors.Unreachable)
         reason = Reason.REGISTRY_UNAVAILABLE if unreachable else Reason.CLEANUP_FAILED

@@ -49,7 +49,7 @@ from typing import Protocol
 import zstandard
 
 from lib.api.types import Reason
-from lib.sources.base import SourceError
+from lib.errors import SourceError
 
 CHUNK = 1 << 20
 # Enough of a file's head to tell every format we check (tar: "ustar" at 257).

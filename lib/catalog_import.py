@@ -19,17 +19,18 @@ hash to its digest → ``ManifestInvalid``. DMCR's own errors are left as
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lib import modelpack
 from lib.api.types import Reason, ResolvedInfo, WorkerResult
-from lib.oci.client import RegistryClient, RetryPolicy
+from lib.oci.client import RegistryClient
 from lib.oci.descriptor import sha256_digest
 from lib.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError, TLSError, Unreachable
 from lib.oci.media_types import OCI_MANIFEST
 from lib.oci.reference import InvalidReference, Reference
 from lib.progress import Progress
+from lib.retry import RetryPolicy
 from lib.sources.base import SourceError
 
 TAG = "latest"
@@ -120,8 +121,12 @@ def import_artifact(
     ca_file: str | Path | None,
     progress: Progress | None = None,
     insecure: bool = False,
+    admit: Callable[[int], None] | None = None,
 ) -> WorkerResult:
-    """Copy ``REGISTRY/REPOSITORY@DIGEST`` into ``dest`` (tagged ``latest``) and describe it."""
+    """Copy ``REGISTRY/REPOSITORY@DIGEST`` into ``dest`` (tagged ``latest``) and describe it.
+
+    ``admit`` gets the artifact's size from its manifest before any blob moves (``lib.capacity``).
+    """
     try:
         src = Reference.parse(source_ref)
     except InvalidReference as e:
@@ -150,6 +155,8 @@ def import_artifact(
         if manifest.digest != src.digest:  # get_manifest checks this too; never import another digest
             raise SourceError(Reason.MANIFEST_INVALID, f"{where}: manifest hashes to {manifest.digest}")
         config, layers = _manifest_parts(manifest.body, where)
+        if admit is not None:
+            admit(int(config["size"]) + sum(int(d["size"]) for d in layers))
         if progress is not None:
             progress.add_total(sum(int(d["size"]) for d in layers))
 

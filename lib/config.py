@@ -18,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.capacity import parse_quantity
 from lib.signing_keys import DEVELOPMENT_KEY, SigningKeyError, SigningKeys
 
 SIGNING_KEY_ENV = "AI_MODELS_SIGNING_KEY_FILE"
 SIGNING_KEYS_DIR_ENV = "AI_MODELS_SIGNING_KEYS_DIR"
 DEV_KEY_ENV = "AI_MODELS_DEV_INSECURE_SIGNING_KEY"
+CAPACITY_ENV = "AI_MODELS_REGISTRY_CAPACITY_BYTES"  # lib.capacity.SETTING
 _TRUE = ("1", "true", "True")
 
 
@@ -56,11 +58,15 @@ class Config:
     upload_port: int = 8080
     upload_external_base: str = ""  # e.g. https://upload.example.com (optional Ingress)
     upload_max_bytes: int = 1 << 40  # upload-server --max-upload-bytes; 0: no limit
-    # Workload delivery mode: "InitContainer" is the one implemented.
+    # Workload delivery mode (AI_MODELS_DELIVERY_MODE): "InitContainer" or "NodeCache"
+    # (lib/delivery/modes.py); a workload may override it with ai.deckhouse.io/delivery-mode.
     delivery_mode: str = "InitContainer"
     hook_service_url: str = "http://ai-models-hooks.d8-ai-models.svc:8080"
     # "HH:MM-HH:MM" UTC: no push tokens while registry garbage collection may run.
     registry_gc_window: str = ""
+    # DMCR's capacity in bytes (AI_MODELS_REGISTRY_CAPACITY_BYTES, plain or 500Gi): workers refuse a
+    # model whose known size does not fit (lib/capacity.py); 0: no check.
+    registry_capacity_bytes: int = 0
     _signing_keys: SigningKeys | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -117,7 +123,16 @@ class Config:
             delivery_mode=env.get("AI_MODELS_DELIVERY_MODE", d.delivery_mode),
             hook_service_url=env.get("AI_MODELS_HOOK_SERVICE_URL", d.hook_service_url),
             registry_gc_window=env.get("AI_MODELS_REGISTRY_GC_WINDOW", d.registry_gc_window),
+            registry_capacity_bytes=_capacity(env.get(CAPACITY_ENV, "")),
         )
+
+
+def _capacity(text: str) -> int:
+    """The capacity setting in bytes (empty: 0, no check); ``ConfigError`` names the setting."""
+    try:
+        return parse_quantity(text) if text.strip() else 0
+    except ValueError as e:
+        raise ConfigError(f"{CAPACITY_ENV}: {e}") from None
 
 
 def _read_key(var: str, path: Path, dev: bool) -> bytes:

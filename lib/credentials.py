@@ -13,7 +13,12 @@ Derivation is deterministic (the same grant and key set give the same
 password), which keeps the hooks pure functions of their request.
 
 Grants:
-- ``push``: push and pull one model's repository (its publish Job);
+- ``push``: push and pull one model's repository (its publish Job), plus
+  pull on the ``from=<repository>`` items: repositories it may mount blobs
+  from instead of fetching them again. Only a ClusterModel's repository or,
+  for a Model, one of its own namespace ever verifies there (``may_mount``):
+  a ClusterModel is readable by everyone, a namespace's Models by the
+  namespace, so tenancy holds even if a hook named a wrong candidate;
 - ``delete``: delete in one repository (its cleanup Job), plus pull to read it;
 - ``pull``: pull of exactly the listed repositories (a workload's models);
 - ``sweep``: list the registry's repositories and pull/delete in every one
@@ -42,6 +47,9 @@ ACTIONS = {
     "sweep": ("pull", "delete"),
 }
 SWEEP_PREFIX = REPOSITORY_ROOT + "/"
+MOUNT_FROM = "from="  # a push grant's item naming a repository it may only pull (mount) from
+CLUSTER_PREFIX = f"{REPOSITORY_ROOT}/cluster/"
+NAMESPACED_PREFIX = f"{REPOSITORY_ROOT}/namespaced/"
 # Compared against when the presented kid is unknown, so every refusal takes the same path.
 _NO_KEY = b"\0" * 32
 
@@ -79,21 +87,37 @@ def key_id_of(presented: str) -> str:
     return kid if sep and KID_RE.fullmatch(kid) else ""
 
 
+def may_mount(own: str, other: str) -> bool:
+    """Whether the publish of ``own`` may read ``other``: any ClusterModel's repository, or a
+    Model repository of ``own``'s namespace (a ClusterModel's publish: ClusterModels only)."""
+    if other == own or ".." in other.split("/"):
+        return False
+    if other.startswith(CLUSTER_PREFIX):
+        return True
+    parts = own.split("/")
+    if not own.startswith(NAMESPACED_PREFIX) or len(parts) < 5:
+        return False
+    return other.startswith(f"{NAMESPACED_PREFIX}{parts[3]}/")
+
+
 @dataclass(frozen=True)
 class Grant:
-    kind: str  # push | delete | pull
+    kind: str  # push | delete | pull | sweep
     repositories: tuple[str, ...]
+    mount_from: tuple[str, ...] = ()  # push only: pull on these (blob mounts), nothing else
 
     @property
     def username(self) -> str:
-        return ";".join((self.kind, *self.repositories))
+        return ";".join((self.kind, *self.repositories, *(MOUNT_FROM + r for r in self.mount_from)))
 
     def allowed(self, repository: str) -> tuple[str, ...]:
         """Actions this grant allows on ``repository`` (empty when none)."""
         if self.kind == "sweep":
             under = repository.startswith(SWEEP_PREFIX) and ".." not in repository.split("/")
             return ACTIONS["sweep"] if under and self.repositories == (SWEEP_PREFIX,) else ()
-        return ACTIONS[self.kind] if repository in self.repositories else ()
+        if repository in self.repositories:
+            return ACTIONS[self.kind]
+        return ("pull",) if repository in self.mount_from else ()
 
     @property
     def catalog(self) -> bool:
@@ -106,8 +130,9 @@ def credential(keys: Keys, grant: Grant) -> tuple[str, str]:
     return grant.username, sign(keys, PURPOSE, grant.username)
 
 
-def publish_credential(keys: Keys, repository: str) -> tuple[str, str]:
-    return credential(keys, Grant("push", (repository,)))
+def publish_credential(keys: Keys, repository: str, mount_from: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Push + pull on ``repository``; pull on ``mount_from`` (the hook's mount candidates)."""
+    return credential(keys, Grant("push", (repository,), mount_from))
 
 
 def cleanup_credential(keys: Keys, repository: str) -> tuple[str, str]:
@@ -127,10 +152,16 @@ def verify(keys: Keys, username: str, password: str) -> Grant | None:
     if not check(keys, PURPOSE, username, password):
         return None
     kind, _, rest = username.partition(";")
-    repos = tuple(r for r in rest.split(";") if r)
+    items = [r for r in rest.split(";") if r]
+    repos = tuple(r for r in items if not r.startswith(MOUNT_FROM))
+    mount_from = tuple(r[len(MOUNT_FROM) :] for r in items if r.startswith(MOUNT_FROM))
     if kind not in ACTIONS or not repos:
         return None
-    return Grant(kind, repos)
+    if mount_from and (kind != "push" or len(repos) != 1):
+        return None
+    if not all(may_mount(repos[0], r) for r in mount_from):
+        return None  # signed or not: never pull on another namespace's Model
+    return Grant(kind, repos, mount_from)
 
 
 def upload_token(keys: Keys, uid: str, session: int, observed: str | None = None) -> str:

@@ -8,6 +8,14 @@ Only when every blob is in place are the config and then the manifest pushed,
 so a failure at any point leaves nothing tagged (orphan blobs are left to the
 registry's garbage collector).
 
+The layout (which files make the model) is decided from names before any
+byte moves: from the whole list for a listed snapshot, and from the
+stream's ``listing()`` for a streaming one that knows its names up front
+(a direct GGUF, a zip). A tar stream names its files only as it reaches
+them: each is pushed when reached, after its path is checked, and the
+layout is checked after the last one, before the config and manifest; a
+refusal there leaves only untagged, unreferenced blobs.
+
 When a source already knows a file's sha256 (Hugging Face LFS, Ollama,
 catalogs, pre-hashed local files) and the repository holds that blob, no byte
 is sent: the inspector reads just the header back from the registry.
@@ -21,21 +29,23 @@ depends on").
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lib import modelpack
 from lib.api.types import Reason, WorkerResult
+from lib.blob_mounts import BlobMounts
 from lib.formats.errors import FormatError
 from lib.formats.inspect import FileFacts, inspector_for
 from lib.formats.layout import Layout, detect_layout
 from lib.formats.metadata import resolve
 from lib.oci.client import Descriptor, RegistryClient
+from lib.oci.descriptor import sha256_digest
 from lib.oci.errors import DigestMismatch
 from lib.oci.reference import Reference
 from lib.progress import Progress
-from lib.sources.base import SourceFile, SourceSnapshot
+from lib.sources.base import FileStream, SourceFile, SourceSnapshot
 
 TAG = "latest"
 
@@ -93,13 +103,19 @@ def _inspect_existing(client: RegistryClient, repo: str, digest: str, size: int,
 
 
 def push_file(
-    client: RegistryClient, repo: str, f: SourceFile, progress: Progress | None = None
+    client: RegistryClient,
+    repo: str,
+    f: SourceFile,
+    progress: Progress | None = None,
+    mounts: BlobMounts | None = None,
 ) -> PushedFile:
     path = check_path(f.path)
     inspector = inspector_for(path)
-    digest = f"sha256:{f.sha256}" if f.sha256 else None
+    digest = f"sha256:{f.sha256}" if f.sha256 else (mounts.verified_digest(f, path) if mounts else None)
     if digest:
         present = client.blob_exists(repo, digest)
+        if present is None and mounts is not None:
+            present = mounts.mount(digest)  # held by another repository this one may read
         if present is not None:
             if f.size is not None and present != f.size:
                 raise PublishError(
@@ -139,10 +155,66 @@ def _layout(paths: list[str]) -> tuple[Layout, str]:
     return detect_layout([p[len(root) :] for p in paths]), root
 
 
+def _keep(paths: list[str]) -> set[str]:
+    """The paths the layout publishes (``FormatError`` when there is no layout)."""
+    layout, root = _layout([check_path(p) for p in paths])
+    return {root + p for p in (*layout.weights, *layout.configs, *layout.docs)}
+
+
 def _select(files: list[SourceFile]) -> list[SourceFile]:
-    layout, root = _layout([check_path(f.path) for f in files])
-    keep = {root + p for p in (*layout.weights, *layout.configs, *layout.docs)}
+    keep = _keep([f.path for f in files])
     return [f for f in files if check_path(f.path) in keep]
+
+
+def _push_all(
+    client: RegistryClient,
+    repo: str,
+    files: Iterable[SourceFile],
+    progress: Progress | None,
+    mounts: BlobMounts | None = None,
+) -> dict[str, PushedFile]:
+    pushed: dict[str, PushedFile] = {}
+    for f in files:
+        path = check_path(f.path)
+        if path in pushed:
+            raise PublishError(Reason.PUBLICATION_FAILED, f"{f.path}: the model has this file twice")
+        pushed[path] = push_file(client, repo, f, progress, mounts)
+    return pushed
+
+
+def _streamed(stream: FileStream) -> Iterator[SourceFile]:
+    """The stream's files, minus those its ``listing()`` shows the layout leaves out.
+
+    The listing is checked before the first file is pulled, so a bad layout
+    is refused before any byte is pushed; a left-out file is passed over
+    unread (the stream moves on to the next member). Without a listing every
+    file is pushed and the layout is checked once they are all in.
+    """
+    listing = stream.listing()
+    keep = _keep(listing) if listing is not None else None
+    for f in stream:
+        if keep is None or check_path(f.path) in keep:
+            yield f
+
+
+def _push(
+    client: RegistryClient,
+    repo: str,
+    snapshot: SourceSnapshot,
+    progress: Progress | None,
+    admit: Callable[[int], None] | None = None,
+    mounts: BlobMounts | None = None,
+) -> dict[str, PushedFile]:
+    if snapshot.stream is not None:
+        return _push_all(client, repo, _streamed(snapshot.stream), progress, mounts)
+    # The whole list is known: refuse a bad layout, or a model DMCR cannot hold, before any byte moves.
+    files = _select(snapshot.files)
+    size = sum(f.size or 0 for f in files)
+    if admit is not None:
+        admit(size)
+    if progress is not None:
+        progress.add_total(size)
+    return _push_all(client, repo, files, progress, mounts)
 
 
 def model_name(snapshot: SourceSnapshot, own: str, fallback: str) -> str:
@@ -158,26 +230,21 @@ def publish(
     *,
     progress: Progress | None = None,
     name: str = "",
+    admit: Callable[[int], None] | None = None,
+    mount_from: Sequence[str] = (),
 ) -> WorkerResult:
     """Publish every file of ``snapshot`` and return the worker result.
 
     ``name`` (the Model's name) names the model in the ModelPack descriptor
-    only when the source has no name of its own (``model_name``).
+    only when the source has no name of its own (``model_name``). ``admit``
+    gets the bytes of the files to publish, when the list is known, before the
+    first one moves; it raises to refuse them (``lib.capacity``). ``mount_from``:
+    repositories to mount known blobs from instead of fetching them (lib/blob_mounts.py).
     """
     repo = destination.repository
-    files: Iterable[SourceFile] = snapshot.files
+    mounts = BlobMounts.of(client, repo, mount_from)
     try:
-        if isinstance(files, list):
-            # The whole list is known: refuse a bad layout before any byte moves.
-            files = _select(files)
-            if progress is not None:
-                progress.add_total(sum(f.size or 0 for f in files))
-        pushed: dict[str, PushedFile] = {}
-        for f in files:
-            path = check_path(f.path)
-            if path in pushed:
-                raise PublishError(Reason.PUBLICATION_FAILED, f"{f.path}: the model has this file twice")
-            pushed[path] = push_file(client, repo, f, progress)
+        pushed = _push(client, repo, snapshot, progress, admit, mounts)
         layout, root = _layout(sorted(pushed))
         facts = {p[len(root) :]: pf.facts for p, pf in pushed.items()}
         resolution = resolve(layout, facts, snapshot.hints)
@@ -202,6 +269,8 @@ def publish(
         revision=snapshot.revision,
         created=snapshot.created or None,
     )
+    if mounts is not None and client.blob_exists(repo, sha256_digest(config)) is None:
+        mounts.mount(sha256_digest(config))
     config_desc = client.push_bytes(repo, config, modelpack.CONFIG_MEDIA_TYPE)
     manifest = modelpack.build_manifest(
         {"mediaType": modelpack.CONFIG_MEDIA_TYPE, "digest": config_desc.digest, "size": config_desc.size},
@@ -225,6 +294,7 @@ def publish(
         "resolved": resolution.info,
         "source": source,  # type: ignore[typeddict-item]
         "metadata": {"partial": resolution.partial, "missing": list(resolution.missing)},
+        "mounted": {"blobs": mounts.blobs if mounts else 0, "bytes": mounts.bytes if mounts else 0},
     }
 
 

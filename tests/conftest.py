@@ -9,9 +9,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kube import ControlPlane, ensure_binaries
-from tests.support.registry import RegistryServer
-from tests.support.tls import make_ca_and_cert
+from devstack.control_plane import ControlPlane, ensure_binaries
+from devstack.registry import RegistryServer
+from devstack.tls import make_ca_and_cert
+from tests.support import validation
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each distinct object is validated once per session (kubernetes-validate and the CRD check).
+    validation.install()
+
+
+# Fixtures that start a real control plane (~5 s, then API round trips): their tests are `slow`.
+CONTROL_PLANE_FIXTURES = frozenset({"kube", "kube_namespace"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` what is slow by construction, besides the explicit marks in the test files.
+
+    A test using a control-plane fixture, and an end-to-end test named ``test_e2e_*`` (the
+    whole module stack, e.g. tests/test_tenancy.py's), so new ones are never in the fast set.
+    """
+    for item in items:
+        uses_kube = CONTROL_PLANE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_kube or item.name.startswith("test_e2e_"):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if config.get_verbosity() > 0:
+        terminalreporter.write_line(validation.summary())
 
 
 @pytest.fixture(scope="session")

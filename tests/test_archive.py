@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from devstack.models import make_diffusers_tree, make_gguf, make_safetensors_model
 from lib.archive import (
     ArchiveError,
     ArchiveKind,
@@ -37,7 +38,6 @@ from lib.archive import (
     walk_zip,
 )
 from lib.sources import upload
-from tests.support.models import make_diffusers_tree, make_gguf, make_safetensors_model
 
 
 class Trickle:
@@ -594,14 +594,18 @@ def snapshot_files(data: bytes, up: upload.Upload, tmp_path: Path, **kw) -> dict
     snap = upload.snapshot(
         Trickle(data), up, scratch_dir=str(scratch), max_spool_bytes=kw.pop("spool", 1 << 30)
     )
+    assert snap.streaming and snap.stream is not None and snap.files == []
     out = {}
     try:
-        for f in snap.files:
+        listing = snap.stream.listing()  # what the pipeline checks the layout on, when known up front
+        for f in snap.stream:
             with f.open(0) as chunks:
                 out[f.path] = b"".join(chunks)
             assert f.size in (None, len(out[f.path]))
+        assert listing is None or sorted(listing) == sorted(out)
     finally:
-        snap.files.close()  # type: ignore[attr-defined]
+        snap.stream.close()
+        snap.stream.close()  # safe twice
     assert not scratch.exists() or not any(scratch.iterdir()), "the spool must be removed"
     assert snap.resolved_type == "Upload"
     return out
@@ -659,7 +663,8 @@ def test_reopening_at_an_offset_is_refused(tmp_path):
     snap = upload.snapshot(
         io.BytesIO(data), upload.Upload(ArchiveKind.GGUF), scratch_dir=str(tmp_path), max_spool_bytes=1
     )
-    f = next(iter(snap.files))
+    assert snap.stream is not None
+    f = next(iter(snap.stream))
     with pytest.raises(Exception, match="cannot be re-read"):
         with f.open(5):
             pass

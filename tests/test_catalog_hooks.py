@@ -35,7 +35,7 @@ SOURCE = "ModelCatalogSource.ai.deckhouse.io/v1alpha1"
 MODEL = "Model.ai.deckhouse.io/v1alpha1"
 SOURCE_CHILDREN = ("Job.batch/v1", "Secret.v1", "ServiceAccount.v1", "Role.rbac.authorization.k8s.io/v1",
                    "RoleBinding.rbac.authorization.k8s.io/v1")
-SOURCE_RELATED = ("Pod.v1", "Secret.v1", MODEL, "ClusterModel.ai.deckhouse.io/v1alpha1")
+SOURCE_RELATED = ("Secret.v1", MODEL, "ClusterModel.ai.deckhouse.io/v1alpha1")
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 REV1, REV2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -128,19 +128,16 @@ def ready_cond(answer: dict) -> dict:
     return next(c for c in answer["status"]["conditions"] if c["type"] == "Ready")
 
 
-def finished(job: dict, result: dict | None, *, exit_code: int = 0, at: str = "2026-01-01T00:10:00Z"):
-    """The observed Job (Complete/Failed) and its pod with ``result`` as termination message."""
+def finished(job: dict, result: dict | None, *, exit_code: int = 0, at: str = "2026-01-01T00:10:00Z") -> dict:
+    """The observed Job (Complete, or Failed for a non-zero exit) carrying ``result`` as its worker reported it."""
     cond_type = "Complete" if exit_code == 0 else "Failed"
     observed = hr.observe(job, status=hr.job_status(succeeded=int(exit_code == 0), failed=int(exit_code != 0),
                                                     condition=cond_type, finished=at))
-    pod = hr.pod_of(observed, exit_code=exit_code, finished=at,
-                    message=json.dumps(result) if result is not None else None)
-    return observed, pod
+    return hr.reported(observed, json.dumps(result)) if result is not None else observed
 
 
-def waiting(job: dict) -> tuple[dict, dict]:
-    observed = hr.observe(job, status=hr.job_status(active=1))
-    return observed, hr.pod_of(observed)
+def waiting(job: dict) -> dict:
+    return hr.observe(job, status=hr.job_status(active=1))
 
 
 # As the probe writes it: ``digest`` is implied by ``reference``.
@@ -153,15 +150,16 @@ PROBE_OK = {
 # -- ModelCatalogSource controller ----------------------------------------------------
 
 
-def test_customize_relates_probe_pods_auth_secret_and_models():
+def test_customize_relates_auth_secret_and_models_but_no_pods():
+    """The probe's result is on its Job (a child): no Pod is ever asked for."""
     rel = cs.customize(hr.customize_request(source()), CFG)["relatedResources"]
-    assert {"apiVersion": "v1", "resource": "secrets", "namespace": "catalog-admin", "names": ["dmz-pull"]} in rel
-    pods = next(r for r in rel if r["resource"] == "pods")
-    assert pods["namespace"] == "d8-ai-models"
-    assert pods["labelSelector"] == {"matchLabels": {cs.LABEL_SOURCE_UID: source()["metadata"]["uid"]}}
-    assert {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "labelSelector": {}} in rel
+    assert rel == [
+        {"apiVersion": "v1", "resource": "secrets", "namespace": "catalog-admin", "names": ["dmz-pull"]},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "labelSelector": {}},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels", "labelSelector": {}},
+    ]
     anon = cs.customize(hr.customize_request(source(auth=False)), CFG)["relatedResources"]
-    assert not any(r["resource"] == "secrets" for r in anon)
+    assert not any(r["resource"] in ("secrets", "pods") for r in anon) and anon
 
 
 def test_first_sync_starts_a_restricted_probe_with_copied_credentials():
@@ -174,6 +172,19 @@ def test_first_sync_starts_a_restricted_probe_with_copied_credentials():
     pod = job["spec"]["template"]["spec"]
     assert "initContainers" not in pod  # the first probe runs at once
     assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+    # The probe reports its result on its own Job: a projected token (worker container only) for a
+    # ServiceAccount whose Role may get/patch exactly the probe Jobs of this answer.
+    sa = next(c for c in a["children"] if c["kind"] == "ServiceAccount")
+    role = next(c for c in a["children"] if c["kind"] == "Role")
+    binding = next(c for c in a["children"] if c["kind"] == "RoleBinding")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"] and sa["automountServiceAccountToken"] is False
+    assert [r for r in role["rules"] if "batch" in r["apiGroups"]] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": [name], "verbs": ["get", "patch"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "d8-ai-models"}]
+    assert {"name": "kube-api", "mountPath": "/var/run/ai-models/kube", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"])
     c = pod["containers"][0]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -203,8 +214,8 @@ def test_insecure_and_anonymous_source():
 def test_successful_probe_is_recorded_and_the_next_one_waits_the_interval():
     parent = source()
     a = src_sync(parent, related=[pull_secret()])
-    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
-    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
+    job1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret()])
     st = b["status"]
     assert st["phase"] == "Ready" and st["catalogRevision"] == REV1 and st["probeAttempt"] == 2
     assert st["models"] == [entry("qwen3-8b", D1), entry("gemma", D2)]
@@ -215,9 +226,13 @@ def test_successful_probe_is_recorded_and_the_next_one_waits_the_interval():
     init = js["ai-catalog-probe-dmz-2"]["spec"]["template"]["spec"]["initContainers"][0]
     assert init["args"] == ["600"]  # sleeps refreshIntervalSeconds, then probes
     # Next call: probe 2 sleeping, status recorded: nothing new starts, status is stable.
-    job2, pod2 = waiting(js["ai-catalog-probe-dmz-2"])
-    c = src_sync(hr.next_parent(parent, b), [job1, job2], [pull_secret(), pod1, pod2])
+    job2 = waiting(js["ai-catalog-probe-dmz-2"])
+    c = src_sync(hr.next_parent(parent, b), [job1, job2], [pull_secret()])
     assert set(jobs(c)) == {"ai-catalog-probe-dmz-1", "ai-catalog-probe-dmz-2"}
+    # The Role names the newest probe only: the finished one has nothing left to report.
+    role = next(x for x in c["children"] if x["kind"] == "Role")
+    assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "patch"],
+                              "resourceNames": ["ai-catalog-probe-dmz-2"]}]
     assert c["status"] == b["status"]
     assert c["resyncAfterSeconds"] == 600
 
@@ -225,11 +240,11 @@ def test_successful_probe_is_recorded_and_the_next_one_waits_the_interval():
 def test_lost_status_write_is_recovered_from_the_kept_job():
     parent = source()
     a = src_sync(parent, related=[pull_secret()])
-    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
-    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
-    job2, pod2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
+    job1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret()])
+    job2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
     # The status write of b was lost: the parent still says Pending / attempt 1.
-    c = src_sync(hr.next_parent(parent, a), [job1, job2], [pull_secret(), pod1, pod2])
+    c = src_sync(hr.next_parent(parent, a), [job1, job2], [pull_secret()])
     assert c["status"]["phase"] == "Ready" and c["status"]["probeAttempt"] == 2
     assert c["status"]["catalogRevision"] == REV1
 
@@ -240,9 +255,9 @@ def test_lost_status_write_is_recovered_from_the_kept_job():
 def test_probe_errors_become_failed_with_the_probe_reason(reason):
     parent = source(status=ready_status(attempt=4))
     job4 = cs.probe_job(cs.parse_source(parent), CFG, attempt=4, delay=600, inputs="x", auth=True, ca=True)
-    obs, pod = finished(job4, {"error": {"reason": reason, "message": f"{reason} details"}},
-                        exit_code=1, at="2026-01-01T01:00:00Z")
-    a = src_sync(parent, [obs], [pull_secret(), pod])
+    obs = finished(job4, {"error": {"reason": reason, "message": f"{reason} details"}},
+                   exit_code=1, at="2026-01-01T01:00:00Z")
+    a = src_sync(parent, [obs], [pull_secret()])
     st = a["status"]
     assert st["phase"] == "Failed" and ready_cond(a)["reason"] == reason
     assert ready_cond(a)["message"] == f"{reason} details"
@@ -258,17 +273,19 @@ def test_probe_job_failed_without_result_is_worker_failed():
                                                 message="Job was active longer than specified deadline"))
     a = src_sync(parent, [obs], [pull_secret()])
     assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "WorkerFailed"
-    assert "DeadlineExceeded" in ready_cond(a)["message"]
+    assert ready_cond(a)["message"] == (
+        "probe job failed without a result: DeadlineExceeded: Job was active longer than specified deadline"
+        " (kubectl logs job/ai-catalog-probe-dmz-2 -n d8-ai-models shows the worker's log)")
 
 
 def test_changed_credentials_replace_the_sleeping_probe_at_once():
     parent = source()
     a = src_sync(parent, related=[pull_secret()])
-    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
-    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1])
-    job2, pod2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
+    job1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    b = src_sync(hr.next_parent(parent, a), [job1], [pull_secret()])
+    job2 = waiting(jobs(b)["ai-catalog-probe-dmz-2"])
     fixed = pull_secret("reader", "rotated")
-    c = src_sync(hr.next_parent(parent, b), [job1, job2], [fixed, pod1, pod2])
+    c = src_sync(hr.next_parent(parent, b), [job1, job2], [fixed])
     js = jobs(c)
     assert "ai-catalog-probe-dmz-2" not in js and "ai-catalog-probe-dmz-3" in js
     assert "initContainers" not in js["ai-catalog-probe-dmz-3"]["spec"]["template"]["spec"]
@@ -278,8 +295,8 @@ def test_changed_credentials_replace_the_sleeping_probe_at_once():
     # A spec change (another tag) does the same.
     moved = copy.deepcopy(hr.next_parent(parent, c))
     moved["spec"]["tag"] = "v2"
-    job3, pod3 = waiting(js["ai-catalog-probe-dmz-3"])
-    d = src_sync(moved, [job3], [fixed, pod3])
+    job3 = waiting(js["ai-catalog-probe-dmz-3"])
+    d = src_sync(moved, [job3], [fixed])
     assert "ai-catalog-probe-dmz-4" in jobs(d) and "ai-catalog-probe-dmz-3" not in jobs(d)
     assert "registry.dmz.example:5000/ai-models/catalog:v2" in json.dumps(jobs(d)["ai-catalog-probe-dmz-4"])
 
@@ -360,8 +377,8 @@ def test_credentials_never_leave_the_module_namespace_imports_run_there():
 def test_source_sync_is_deterministic():
     parent = source()
     a = src_sync(parent, related=[pull_secret()])
-    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
-    req = hr.sync_request(hr.next_parent(parent, a), [job1], [pull_secret(), pod1],
+    job1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    req = hr.sync_request(hr.next_parent(parent, a), [job1], [pull_secret()],
                           child_types=SOURCE_CHILDREN, related_types=SOURCE_RELATED)
     first = json.dumps(cs.sync(copy.deepcopy(req), CFG), sort_keys=True)
     assert all(json.dumps(cs.sync(copy.deepcopy(req), CFG), sort_keys=True) == first for _ in range(3))
@@ -442,7 +459,7 @@ def test_frozen_import_waits_for_the_source_and_keeps_its_digest():
 
 def model_sync(parent: dict, children=(), related=()) -> dict:
     fn = hooks_model.clustermodel_sync if parent["kind"] == "ClusterModel" else hooks_model.model_sync
-    req = hr.sync_request(parent, children, related, related_types=("Pod.v1", "Job.batch/v1", SOURCE))
+    req = hr.sync_request(parent, children, related, related_types=("Job.batch/v1", SOURCE))
     answer = fn(req, CFG)
     errors = crd_validate.validate_status(CRDS[parent["kind"]], parent, answer["status"])
     assert [e for e in errors if e.startswith("status")] == [], errors
@@ -461,7 +478,14 @@ def test_model_hook_imports_the_frozen_digest_and_recovers_after_a_source_failur
     parent = cat_model({"name": "qwen3-8b"})
     a = model_sync(parent, related=[source(status=ready_status())])
     assert a["status"]["source"]["catalog"] == FROZEN
-    assert a["children"] == []  # the import runs under the source, in the module namespace
+    # The import runs under the source, in the module namespace; beside the Model only the
+    # Role that lets that import's worker record Events on it.
+    assert [(c["kind"], c["metadata"]["namespace"]) for c in a["children"]] == [
+        ("Role", "ai-demo"), ("RoleBinding", "ai-demo")]
+    [subject] = a["children"][1]["subjects"]
+    assert subject["namespace"] == "d8-ai-models" and subject["name"].startswith("ai-catalog-import-worker-")
+    assert a["children"][0]["rules"] == [{"apiGroups": ["events.k8s.io"], "resources": ["events"],
+                                          "verbs": ["create"]}]
     assert a["status"]["phase"] == "Pending" and "'dmz'" in next(
         c for c in a["status"]["conditions"] if c["type"] == "Ready")["message"]
     p1 = hr.next_parent(parent, a)
@@ -494,14 +518,15 @@ def test_model_hook_reads_the_import_from_the_module_namespace_and_checks_it():
     dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{parent['metadata']['uid']}"
     # A result that names another repository is ignored and named in the message.
     other = "dmcr.test:5000/ai-models/catalog/namespaced/team-a/secret-model/0000"
-    obs, forged = finished(job, json.loads(hr.success_result(other)))
-    b = model_sync(p1, related=[src, obs, forged])
+    forged = finished(job, json.loads(hr.success_result(other)))
+    b = model_sync(p1, related=[src, forged])
     assert b["status"]["phase"] != "Ready" and "artifact" not in b["status"]
     ready = next(c for c in b["status"]["conditions"] if c["type"] == "Ready")
-    assert "ignored worker results" in ready["message"] and forged["metadata"]["name"] in ready["message"]
+    assert "ignored worker results" in ready["message"]
+    assert f"d8-ai-models/{job['metadata']['name']}: " in ready["message"] and "secret-model" not in ready["message"]
     # The real result: Ready, with the frozen selection kept.
-    obs, pod = finished(job, json.loads(hr.success_result(dest, resolved_type="Catalog")))
-    c = model_sync(p1, related=[src, obs, pod])
+    obs = finished(job, json.loads(hr.success_result(dest, resolved_type="Catalog")))
+    c = model_sync(p1, related=[src, obs])
     assert c["status"]["phase"] == "Ready" and c["status"]["artifact"]["uri"].startswith(dest + "@")
     assert c["status"]["source"]["catalog"] == FROZEN
     # Once Ready, the source stops running the import.
@@ -515,7 +540,13 @@ def test_model_customize_relates_its_import_in_the_module_namespace():
     uid = req["parent"]["metadata"]["uid"]
     mine = {"matchLabels": {"ai.deckhouse.io/model-uid": uid}}
     assert {"apiVersion": "batch/v1", "resource": "jobs", "namespace": "d8-ai-models", "labelSelector": mine} in rules
-    assert {"apiVersion": "v1", "resource": "pods", "namespace": "d8-ai-models", "labelSelector": mine} in rules
+    assert not any(r["resource"] == "pods" for r in rules)  # the import's result is on its Job
+    cluster = hooks_model.clustermodel_customize(hr.customize_request(cat_model({"name": "qwen3-8b"}, cluster=True)),
+                                                 CFG)["relatedResources"]
+    assert {"apiVersion": "batch/v1", "resource": "jobs", "namespace": "d8-ai-models",
+            "labelSelector": {"matchLabels": {"ai.deckhouse.io/model-uid": hr.uid_for("ClusterModel", "", "qwen")}}} \
+        in cluster
+    assert not any(r["resource"] == "pods" for r in cluster)
 
 
 def test_model_hook_two_ready_sources_without_name_is_failed_ambiguous():
@@ -531,10 +562,10 @@ def test_truncated_listing_reprobes_with_the_names_models_ask_for():
     status["conditions"][0]["reason"] = "CatalogListTruncated"
     parent = source(status=status)
     job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="old", auth=True, ca=True)
-    obs, pod = waiting(job2)
+    obs = waiting(job2)
     asking = [hr.model("a", "ai-demo", source={"catalog": {"name": "zeta-70b", "sourceName": "dmz"}}),
               hr.cluster_model("b", source={"catalog": {"name": "alpha-1b"}})]
-    req = hr.sync_request(parent, [obs], [pull_secret(), pod, *asking], child_types=SOURCE_CHILDREN,
+    req = hr.sync_request(parent, [obs], [pull_secret(), *asking], child_types=SOURCE_CHILDREN,
                           related_types=(*SOURCE_RELATED, "ClusterModel.ai.deckhouse.io/v1alpha1"))
     a = check(parent, cs.sync(req, CFG))
     js = jobs(a)
@@ -544,11 +575,11 @@ def test_truncated_listing_reprobes_with_the_names_models_ask_for():
     assert "initContainers" not in js["ai-catalog-probe-dmz-3"]["spec"]["template"]["spec"]
     # Not truncated: no --want (the whole catalog is listed anyway).
     plain = source(status=ready_status(attempt=2))
-    b = src_sync(plain, [waiting(job2)[0]], [pull_secret(), *asking[:1]])
+    b = src_sync(plain, [waiting(job2)], [pull_secret(), *asking[:1]])
     assert "--want" not in json.dumps(b["children"])
 
 
-def test_completed_probe_whose_pod_is_gone_moves_on_and_keeps_the_last_listing():
+def test_completed_probe_without_a_result_moves_on_and_keeps_the_last_listing():
     parent = source(status=ready_status(attempt=2))
     job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="x", auth=True, ca=True)
     obs = hr.observe(job2, status=hr.job_status(succeeded=1, condition="Complete"))
@@ -612,9 +643,9 @@ def test_catalog_errors_of_the_import_job_show_failed_and_are_retried_with_the_s
     src = source(status=ready_status())
     p1 = hr.next_parent(parent, model_sync(parent, related=[src]))
     job1 = import_job_for(p1)
-    obs, pod = finished(job1, {"error": {"reason": "CatalogAuthFailed", "message": "401 from the catalog"}},
-                        exit_code=1)
-    b = model_sync(p1, related=[src, obs, pod])
+    obs = finished(job1, {"error": {"reason": "CatalogAuthFailed", "message": "401 from the catalog"}},
+                   exit_code=1)
+    b = model_sync(p1, related=[src, obs])
     st = b["status"]
     assert st["phase"] == "Failed" and st["attempt"] == 2 and st["source"]["catalog"] == FROZEN
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
@@ -626,17 +657,17 @@ def test_catalog_errors_of_the_import_job_show_failed_and_are_retried_with_the_s
     args = job2["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--source") + 1].endswith(f"@{D1}")
     running = hr.observe(job2, status=hr.job_status(active=1))
-    c = model_sync(p2, related=[src, running, hr.pod_of(running)])
+    c = model_sync(p2, related=[src, running])
     assert c["status"]["phase"] == "Failed"
     assert next(x for x in c["status"]["conditions"] if x["type"] == "Ready")["reason"] == "CatalogAuthFailed"
     # The administrator fixed the credential: the retry publishes and the Model is Ready.
     dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{parent['metadata']['uid']}"
-    obs2, pod2 = finished(job2, json.loads(hr.success_result(dest, resolved_type="Catalog")))
-    d = model_sync(hr.next_parent(p2, c), related=[src, obs2, pod2])
+    obs2 = finished(job2, json.loads(hr.success_result(dest, resolved_type="Catalog")))
+    d = model_sync(hr.next_parent(p2, c), related=[src, obs2])
     assert d["status"]["phase"] == "Ready" and d["status"]["source"]["catalog"] == FROZEN
     # A permanent catalog error (the pinned digest is gone upstream) stays Failed: nothing retried.
-    obs3, pod3 = finished(job1, {"error": {"reason": "CatalogModelNotFound", "message": "gone"}}, exit_code=2)
-    e = model_sync(p1, related=[src, obs3, pod3])
+    obs3 = finished(job1, {"error": {"reason": "CatalogModelNotFound", "message": "gone"}}, exit_code=2)
+    e = model_sync(p1, related=[src, obs3])
     assert e["status"]["phase"] == "Failed"
     assert not [j for j in jobs(src_sync(src, related=[pull_secret(), hr.next_parent(p1, e)])).values()
                 if j["metadata"]["labels"].get("ai.deckhouse.io/worker") == "catalog-import"]

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.models import make_gguf
+from devstack.registry import RegistryServer, free_port
+from devstack.tls import make_ca_and_cert
 from jobs import catalog_probe, cli
 from lib import catalog, modelpack
 from lib.api.types import Reason
@@ -26,9 +29,6 @@ from lib.oci.descriptor import sha256_digest
 from lib.oci.errors import NotFound
 from lib.oci.reference import Reference
 from lib.sources.base import SourceError
-from tests.support.models import make_gguf
-from tests.support.registry import RegistryServer, free_port
-from tests.support.tls import make_ca_and_cert
 
 RESOLVED = {
     "format": "GGUF",
@@ -422,27 +422,49 @@ def test_import_into_a_full_registry_is_insufficient_storage(upstream, tmp_path)
     assert (code, r["error"]["reason"]) == (1, Reason.INSUFFICIENT_STORAGE), r
 
 
-def test_probe_result_through_the_hooks_to_an_import(upstream, registry, tmp_path):
-    """The real probe's result, read by the source controller, planned by the Model hooks, imported."""
+class _JobApi:
+    """The API server's side of jobs/own_job.py for one Job: merge patches of its annotations."""
+
+    def __init__(self, annotations: dict[str, str]):
+        self.annotations = dict(annotations)
+        self.patched: list[tuple[str, str]] = []
+
+    def patch_namespaced_job(self, name: str, namespace: str, body: dict, **_: object) -> None:
+        self.patched.append((namespace, name))
+        for key, value in body["metadata"]["annotations"].items():
+            if value is None:
+                self.annotations.pop(key, None)
+            else:
+                self.annotations[key] = value
+
+
+def test_probe_result_through_the_hooks_to_an_import(upstream, registry, tmp_path, monkeypatch):
+    """The real probe's result, patched onto its Job, read by the source controller, planned by the
+    Model hooks, imported."""
     from hooks import catalogsource, model_catalog
+    from jobs import own_job
     from lib.config import Config
     from tests.support import hookreq as hr
 
     reg = upstream["reg"]
-    code, probed = probe(reg.host, tmp_path, "--auth-file", upstream["auth"], "--ca-file", str(reg.tls_cert_ca))
-    assert code == 0
     cfg = Config(namespace="d8-ai-models", registry=registry.host, worker_image="w:1", signing_key=b"k" * 32)
     src = {
         "apiVersion": "ai.deckhouse.io/v1alpha1", "kind": "ModelCatalogSource",
         "metadata": {"name": "dmz", "uid": "u-1", "generation": 1, "creationTimestamp": hr.T0},
         "spec": {"registry": reg.host, "repository": "ai-models/catalog", "tag": "stable"},
     }
-    types = dict(child_types=("Job.batch/v1", "CronJob.batch/v1", "Secret.v1"), related_types=("Pod.v1",))
+    types = dict(child_types=("Job.batch/v1", "CronJob.batch/v1", "Secret.v1"), related_types=())
     first = catalogsource.sync(hr.sync_request(src, **types), cfg)
     (job,) = [c for c in first["children"] if c["kind"] == "Job"]
-    observed = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
-    pod = hr.pod_of(observed, exit_code=0, message=(tmp_path / "result.json").read_text())
-    answer = catalogsource.sync(hr.sync_request(hr.next_parent(src, first), [observed], [pod], **types), cfg)
+    # The probe runs as that Job's pod; an earlier pod of the Job had reported an error.
+    api = _JobApi({"ai.deckhouse.io/result": '{"error":{"reason":"CatalogSourceNotReady","message":"stale"}}'})
+    monkeypatch.setattr(own_job, "_current", [own_job.OwnJob(job["metadata"]["name"], "d8-ai-models", api)])
+    code, probed = probe(reg.host, tmp_path, "--auth-file", upstream["auth"], "--ca-file", str(reg.tls_cert_ca))
+    assert code == 0
+    assert set(api.patched) == {("d8-ai-models", job["metadata"]["name"])}
+    assert json.loads(api.annotations["ai.deckhouse.io/result"]) == probed
+    observed = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"), annotations=api.annotations)
+    answer = catalogsource.sync(hr.sync_request(hr.next_parent(src, first), [observed], **types), cfg)
     assert answer["status"]["phase"] == "Ready"
     assert answer["status"]["catalogRevision"] == probed["catalogRevision"]
     ready_source = hr.next_parent(src, answer)

@@ -27,9 +27,9 @@ import pytest
 
 from ai_models_cli.progress import Progress
 from ai_models_cli.upload import Outcome, Target, Uploader, verify
+from devstack.models import make_gguf, make_large_gguf
 from lib.oci.client import RegistryClient
 from tests import test_upload_server
-from tests.support.models import make_gguf, make_large_gguf
 from tests.test_upload_server import TOKEN, layers
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -134,10 +134,16 @@ def test_every_manifest_under_deploy_is_part_of_the_tree():
         assert files <= seen, f"{base}/: every file is in its kustomization.yaml"
 
 
+# The one exception: the API server keeps a cluster-scoped object's Events in `default`, so
+# module workers may create Events there (deploy/rbac/worker-events.yaml, docs/observability.md).
+OUTSIDE_THE_MODULE_NAMESPACE = {("RoleBinding", "default", "ai-models:worker-events")}
+
+
 def test_namespaced_objects_live_in_the_module_namespace():
     for o in OBJECTS:
         if o["kind"] not in CLUSTER_SCOPED:
-            assert o["metadata"].get("namespace") == "d8-ai-models", ident(o)
+            where = (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+            assert where in OUTSIDE_THE_MODULE_NAMESPACE or where[1] == "d8-ai-models", ident(o)
         assert o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "ai-models", ident(o)
 
 
@@ -203,6 +209,25 @@ def test_every_pod_is_restricted(obj):
         role = get("ClusterRole", "ai-models:sweep")
         assert role["rules"] == [{"apiGroups": ["ai.deckhouse.io"], "resources": ["models", "clustermodels"],
                                   "verbs": ["get", "list"]}]
+        # ... and records DMCR's usage in one ConfigMap (get/update on that name; it is shipped, so no create).
+        usage = get("Role", "ai-models:sweep-usage")
+        assert usage["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                   "resourceNames": ["ai-models-dmcr-usage"], "verbs": ["get", "update"]}]
+        assert get("ConfigMap", "ai-models-dmcr-usage").get("data") is None  # re-applying keeps the record
+
+
+def test_every_service_account_may_read_the_usage_record_and_nothing_else():
+    """Workers run under per-Model service accounts in any namespace: the capacity check reads one
+    ConfigMap (lib/capacity.py); the binding to every service account grants get on that name only."""
+    role = get("Role", "ai-models:dmcr-usage-reader")
+    assert role["metadata"]["namespace"] == "d8-ai-models"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["ai-models-dmcr-usage"], "verbs": ["get"]}]
+    binding = get("RoleBinding", "ai-models:dmcr-usage-reader")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "ai-models:dmcr-usage-reader"}
+    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": "system:serviceaccounts"}]
 
 
 def _pinned(image: str) -> bool:

@@ -136,7 +136,7 @@ def test_artifact_without_digest_is_refused(dmcr, tmp_path):
 
 
 def test_unreachable_registry_is_transient(tmp_path, monkeypatch):
-    from tests.support.registry import free_port
+    from devstack.registry import free_port
 
     def fast(registry, **kw):
         return RegistryClient(registry, insecure=kw["insecure"], retry=RetryPolicy(attempts=2, base_delay=0.01))

@@ -25,10 +25,10 @@ import pytest
 import requests
 import yaml
 
+from devstack.registry import RegistryServer, free_port
 from lib import credentials, registry_token
 from lib.config import Config
 from tests.support.dmcr import DmcrServer
-from tests.support.registry import RegistryServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "dmcr"

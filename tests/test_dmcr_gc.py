@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devstack.registry import BINARY, RegistryServer
 from jobs.cleanup import delete_artifact
 from jobs.gc import blob_path, manifest_refs, parse_duration, scan_repositories, window_fence
 from jobs.gc_storage import Storage, from_registry_config
 from lib.oci.client import RegistryClient
 from tests.support.publishing import Gate, PublishThread, expected_digest, sha256
-from tests.support.registry import BINARY, RegistryServer
 from tests.support.s3 import MotoServer, s3_fixture  # noqa: F401  (the s3 fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

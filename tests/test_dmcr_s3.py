@@ -24,11 +24,11 @@ import pytest
 import requests
 import yaml
 
+from devstack.registry import RegistryServer, TokenAuth, free_port
 from lib import credentials
 from lib.oci.client import RegistryClient, RetryPolicy
 from tests.support.dmcr import DmcrServer
 from tests.support.publishing import Gate, PublishThread, expected_digest
-from tests.support.registry import RegistryServer, TokenAuth, free_port
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, MotoServer, s3_fixture  # noqa: F401  (the s3 fixture)
 from tests.support.tcpproxy import TcpProxy
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack.models import make_gguf
 from tests.support.dmcr import OCI_MANIFEST, DmcrServer, dmcr_fixture  # noqa: F401  (the dmcr fixture)
-from tests.support.models import make_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,13 +1,13 @@
 """End to end: Models go from YAML to Ready and into a pod's directory for real.
 
 Everything runs on a real control plane (kube-apiserver, etcd, and the real
-Job, garbage-collector and namespace controllers; ``tests/support/kube.py``)
+Job, garbage-collector and namespace controllers; ``devstack/control_plane.py``)
 with the real hook service (gunicorn, also called by the API server as the
 workload mutating webhook over TLS) and a real DMCR (docker-registry with
-token auth against the hook service). ``tests/support/metacontroller.py``
-plays Metacontroller (writing as its service account), ``tests/support/kubelet.py``
+token auth against the hook service). ``devstack/metacontroller.py``
+plays Metacontroller (writing as its service account), ``devstack/kubelet.py``
 binds each Job's Pod to a fake node and runs its commands as local processes.
-Only the Hugging Face Hub is a stand-in (``tests/support/hf_hub.py``).
+Only the Hugging Face Hub is a stand-in (``devstack/hf_hub.py``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from devstack import models
+from devstack.hf_hub import HubStandIn
+from devstack.stack import LocalModule
 from lib import credentials
 from lib.api.naming import model_repository
 from lib.oci.client import RegistryClient
 from lib.oci.errors import NotFound
-from tests.support import models
-from tests.support.hf_hub import HubStandIn
-from tests.support.stack import LocalModule
 
+pytestmark = pytest.mark.slow  # the whole module on a real control plane (~2 min)
 NS = "ai-demo"
 
 
@@ -61,6 +62,13 @@ def wait_phase(m: LocalModule, name: str, phases: tuple[str, ...], kind: str = "
     return obj
 
 
+def events_of(m: LocalModule, kind: str, name: str, ns: str) -> list[dict]:
+    """The Events about one object, oldest first (what `kubectl describe` lists)."""
+    found = [e for e in m.cluster.list("Event", ns or "default")
+             if e.get("regarding", {}).get("kind") == kind and e["regarding"].get("name") == name]
+    return sorted(found, key=lambda e: (e.get("eventTime") or "", e["metadata"]["creationTimestamp"]))
+
+
 def dmcr_client(m: LocalModule, repo: str) -> RegistryClient:
     key = (m.workdir / "keys" / "signing.key").read_bytes().strip()
     user, pw = credentials.pull_credential(key, [repo])
@@ -83,6 +91,17 @@ def test_hugging_face_model_becomes_ready_then_cleanup_removes_it(module):
     client = dmcr_client(m, repo)
     assert client.get_manifest(repo, st["artifact"]["digest"]).digest == st["artifact"]["digest"]
 
+    # The story of the publish, as `kubectl describe model` shows it (events.k8s.io/v1, in order).
+    story = events_of(m, "Model", "minilm", NS)
+    assert [e["reason"] for e in story] == ["PublishStarted", "Published"], story
+    assert "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2" in story[0]["note"]
+    assert f"@{st['artifact']['digest']}" in story[1]["note"] and "MiB/s" in story[1]["note"]
+    assert all(e["type"] == "Normal" and e["reportingController"] == "ai.deckhouse.io/worker" for e in story)
+    # The final numbers are on the Job too (its result annotation).
+    pub = [j for j in m.cluster.list("Job", NS) if j["metadata"]["name"].startswith("ai-model-publish-minilm")]
+    numbers = json.loads(pub[0]["metadata"]["annotations"]["ai.deckhouse.io/result"])["stats"]
+    assert numbers["bytes"] == st["artifact"]["sizeBytes"] and numbers["seconds"] > 0 and numbers["mibPerSecond"] > 0
+
     # Ready survives the Job and its Pod being garbage-collected.
     for job in m.cluster.list("Job", NS):
         if job["metadata"]["name"].startswith("ai-model-publish-minilm"):
@@ -95,6 +114,8 @@ def test_hugging_face_model_becomes_ready_then_cleanup_removes_it(module):
     assert m.run_until(lambda: m.model("minilm", NS) is None, timeout=120), m.model("minilm", NS)
     with pytest.raises(NotFound):
         client.get_manifest(repo, st["artifact"]["digest"])
+    after = [e["reason"] for e in events_of(m, "Model", "minilm", NS)]
+    assert after[-2:] == ["CleanupStarted", "ArtifactDeleted"], after
 
 
 def test_private_repo_needs_the_secret_and_recovers_when_it_appears(module):
@@ -141,6 +162,8 @@ def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, 
     assert obj["status"]["phase"] == "Ready", obj["status"]
     assert obj["status"]["source"]["resolvedType"] == "Upload"
     assert token not in json.dumps(obj)
+    assert [e["reason"] for e in events_of(m, "Model", "uploaded-model", NS)] == [
+        "UploadWaiting", "UploadReceiving", "Published"]
 
     # Attach it to a Deployment: gated until resolved, then the init container materializes it.
     dep = {
@@ -167,7 +190,7 @@ def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, 
 
 def test_ollama_model_becomes_ready(module, registry, tmp_path):
     """The Ollama library's shape, served by a real registry named by OLLAMA_REGISTRY."""
-    from tests.support.ollama_registry import push_ollama_model
+    from devstack.ollama_registry import push_ollama_model
 
     m = module
     gguf = models.make_gguf(tmp_path / "qwen.gguf", arch="qwen3", chat_template="{{ .Tools }}")
@@ -182,6 +205,8 @@ def test_ollama_model_becomes_ready(module, registry, tmp_path):
     assert st["source"]["resolvedType"] == "Ollama"
     # ClusterModel children live in the module namespace.
     assert [j for j in m.cluster.list("Job", "d8-ai-models") if "qwen-gguf" in j["metadata"]["name"]]
+    # Its Events are in `default`, where the API server keeps a cluster-scoped object's.
+    assert [e["reason"] for e in events_of(m, "ClusterModel", "qwen-gguf", "")] == ["PublishStarted", "Published"]
 
 
 def test_registry_restart_mid_publish_still_ends_ready(module, hub, tmp_path):
@@ -262,6 +287,10 @@ def test_catalog_model_imports_the_frozen_digest(module, registry, tmp_path):
     assert m.run_until(
         lambda: not m.cluster.list("Job", "d8-ai-models", {"ai.deckhouse.io/model-uid": uid}), timeout=30)
     assert not [s for s in m.cluster.list("Secret", NS) if s["metadata"]["name"].startswith("ai-catalog")]
+    # The import ran in the module namespace; its Events are beside the Model all the same.
+    assert [e["reason"] for e in events_of(m, "Model", "qwen3-8b", NS)] == ["PublishStarted", "Imported"]
+    assert [e["reason"] for e in events_of(m, "ModelCatalogSource", "dmz", "")][:2] == [
+        "CatalogProbeStarted", "CatalogProbed"]
 
 
 def test_an_expired_upload_session_is_replaced_by_a_fresh_one(tmp_path, hub):
@@ -431,3 +460,28 @@ def test_uninstalling_the_module_leaves_no_workload_undeletable(module):
         assert m.run_until(lambda: m.cluster.get("Deployment", "outlives", NS) is None, timeout=30)
     finally:
         m.mc.controllers = kept
+
+
+def test_no_event_carries_a_secret(module):
+    """Every Event the workers recorded in this module's run: no token, password or credential in any."""
+    m = module
+    recorded = [e for e in m.cluster.list("Event") if e.get("reportingController") == "ai.deckhouse.io/worker"]
+    assert len(recorded) >= 6, [e["reason"] for e in recorded]
+    secrets_seen = {"hf_good"}
+    for ns in (NS, "d8-ai-models"):
+        for sec in m.cluster.list("Secret", ns):
+            for value in (sec.get("data") or {}).values():
+                raw = base64.b64decode(value).decode(errors="replace")
+                secrets_seen.add(raw)
+                try:  # the registry credentials inside a dockerconfigjson
+                    for auth in json.loads(raw).get("auths", {}).values():
+                        secrets_seen.update(str(v) for v in auth.values())
+                        if "auth" in auth:
+                            secrets_seen.update(base64.b64decode(auth["auth"]).decode().split(":", 1))
+                except (ValueError, AttributeError):
+                    pass
+    secrets_seen = {s for s in secrets_seen if len(s) >= 8}
+    for e in recorded:
+        text = json.dumps(e)
+        leaked = [s[:6] + "…" for s in secrets_seen if s in text]
+        assert not leaked, (e["reason"], leaked)

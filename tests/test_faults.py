@@ -3,7 +3,7 @@
 Real components throughout: ``docker-registry`` processes (killed with
 SIGKILL, or on a tmpfs that fills up), ``python -m jobs publish`` worker
 processes, gunicorn for the hooks. Only Hugging Face is the local stand-in
-(``tests/support/hf_hub.py``), whose fault switches (``stall``,
+(``devstack/hf_hub.py``), whose fault switches (``stall``,
 ``rate_limit``, ``server_error``) make a fault land at a known byte.
 
 "Not re-sent" is counted by the registry itself: its access log records every
@@ -28,18 +28,20 @@ from typing import Any
 import pytest
 import requests
 
+from devstack import models
+from devstack.hf_hub import HubStandIn
+from devstack.registry import RegistryServer, free_port
 from lib.api.types import TRANSIENT_REASONS, Reason
 from lib.oci.client import RegistryClient
 from lib.oci.reference import Reference
 from lib.publish import publish
+from lib.retry import RetryPolicy
 from lib.sources.base import SourceError
-from lib.sources.http import RetryPolicy
+from lib.sources.http import HttpPolicy
 from lib.sources.huggingface import HuggingFaceSource
 from tests.support import hookreq as hr
-from tests.support import models
-from tests.support.hf_hub import HubStandIn
-from tests.support.registry import RegistryServer, free_port
 
+pytestmark = pytest.mark.slow  # registries and workers killed mid-publish (~45 s)
 ROOT = Path(__file__).resolve().parents[1]
 TRANSIENT = {r.value for r in TRANSIENT_REASONS}
 
@@ -226,7 +228,7 @@ def gguf_hub(tmp_path: Path) -> Iterator[HubStandIn]:
         yield hub
 
 
-def _publish_from(hub: HubStandIn, registry: RegistryServer, repo: str, policy: RetryPolicy,
+def _publish_from(hub: HubStandIn, registry: RegistryServer, repo: str, policy: HttpPolicy,
                   sleeps: list[float] | None = None) -> dict[str, Any]:
     src = HuggingFaceSource("https://huggingface.co/acme/tiny", token=None, endpoint=hub.endpoint, policy=policy,
                             sleep=(sleeps.append if sleeps is not None else time.sleep))
@@ -234,7 +236,7 @@ def _publish_from(hub: HubStandIn, registry: RegistryServer, repo: str, policy: 
     return dict(publish(src.snapshot(), Reference.parse(f"{registry.host}/{repo}"), client))
 
 
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, connect_timeout=2, read_timeout=0.5)
+FAST = HttpPolicy(retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05), connect_timeout=2, read_timeout=0.5)
 
 
 def test_a_stalled_source_times_out_instead_of_hanging(gguf_hub: HubStandIn, registry: RegistryServer) -> None:
@@ -272,7 +274,7 @@ def test_hugging_face_429_and_5xx_bursts_still_publish(gguf_hub: HubStandIn, reg
     gguf_hub.server_error("model.gguf", 2, 503)
     gguf_hub.rate_limit("model.gguf", 2, {"Retry-After": "1"})
     sleeps: list[float] = []
-    policy = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, read_timeout=5)
+    policy = HttpPolicy(retry=RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05), read_timeout=5)
     burst = _publish_from(gguf_hub, registry, "faults/burst-b/tiny", policy, sleeps)
     assert burst["artifact"]["digest"] == clean["artifact"]["digest"]
     assert any(s >= 2 for s in sleeps), sleeps  # Retry-After honoured (the sleep is recorded, not slept)

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.models import TOOLS_TEMPLATE, make_gguf, make_safetensors_file
 from lib.formats.errors import FormatError
 from lib.formats.inspect import FileFacts, inspect_bytes, sniff
 from lib.formats.layout import detect_layout
 from lib.formats.metadata import resolve
-from tests.support.models import TOOLS_TEMPLATE, make_gguf, make_safetensors_file
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

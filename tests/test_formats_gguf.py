@@ -10,10 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from lib.formats import gguf as G
-from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts, inspect_bytes, inspect_file, inspector_for
-from tests.support.models import (
+from devstack.models import (
     THINK_TEMPLATE,
     TOOLS_TEMPLATE,
     corrupt_bytes,
@@ -24,6 +21,9 @@ from tests.support.models import (
     make_gguf,
     make_large_gguf,
 )
+from lib.formats import gguf as G
+from lib.formats.errors import FormatError
+from lib.formats.inspect import FileFacts, inspect_bytes, inspect_file, inspector_for
 
 CHUNK_SIZES = [1, 7, 4096, 65536, None]  # None: the whole file at once
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from devstack.models import make_diffusers_tree, make_gguf_shards, make_safetensors_model
 from lib.formats.errors import FormatError
 from lib.formats.inspect import inspect_bytes, inspector_for
 from lib.formats.layout import detect_layout
-from tests.support.models import make_diffusers_tree, make_gguf_shards, make_safetensors_model
 
 
 def tree(root: Path) -> list[str]:
@@ -180,7 +180,7 @@ def _feed_until_satisfied(path: str, data: bytes, chunk: int = 7) -> tuple[Any, 
 
 @pytest.mark.parametrize("name", ["m.gguf", "m.safetensors"])
 def test_header_only_reads_give_the_same_facts(tmp_path: Path, name: str) -> None:
-    from tests.support.models import make_gguf, make_safetensors_file
+    from devstack.models import make_gguf, make_safetensors_file
 
     path = make_gguf(tmp_path / name) if name.endswith(".gguf") else make_safetensors_file(tmp_path / name)
     data = path.read_bytes()

@@ -8,10 +8,7 @@ from typing import Any
 
 import pytest
 
-from lib.formats.inspect import FileFacts, inspect_file
-from lib.formats.layout import detect_layout
-from lib.formats.metadata import Resolution, parse_param_size, resolve, summary
-from tests.support.models import (
+from devstack.models import (
     PLAIN_TEMPLATE,
     THINK_TEMPLATE,
     TOOLS_TEMPLATE,
@@ -20,6 +17,9 @@ from tests.support.models import (
     make_gguf_shards,
     make_safetensors_model,
 )
+from lib.formats.inspect import FileFacts, inspect_file
+from lib.formats.layout import detect_layout
+from lib.formats.metadata import Resolution, parse_param_size, resolve, summary
 
 
 def resolve_dir(root: Path, hints: dict[str, Any] | None = None) -> Resolution:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from devstack.models import make_safetensors_file, safetensors_variants, write_safetensors_raw
 from lib.formats import safetensors as S
 from lib.formats.errors import FormatError
 from lib.formats.inspect import FileFacts, inspect_bytes, inspect_file, inspector_for
-from tests.support.models import make_safetensors_file, safetensors_variants, write_safetensors_raw
 
 
 def refuse(path: Path, chunk: int = 65536) -> FormatError:

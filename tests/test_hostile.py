@@ -40,6 +40,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.models import TOOLS_TEMPLATE, gguf_raw, gguf_string, make_gguf, make_safetensors_file
 from fuzz.known_bugs import KNOWN_500_SITES, KNOWN_ZIP_BUGS, innermost, site_of
 from hooks import catalogsource
 from hooks import model as hooks_model
@@ -52,7 +53,6 @@ from lib.formats.gguf import GGUFInspector
 from lib.formats.inspect import inspect_bytes
 from lib.formats.safetensors import SafetensorsInspector
 from tests.support import hookreq as hr
-from tests.support.models import TOOLS_TEMPLATE, gguf_raw, gguf_string, make_gguf, make_safetensors_file
 
 MiB = 1 << 20
 # Bounds per example (documented in docs/reliability.md). Time is generous: CI machines are shared.

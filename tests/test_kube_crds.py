@@ -24,7 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kube import ControlPlane
+from devstack.control_plane import ControlPlane
 from tests.test_crds import (
     ACCEPTED,
     BAD_STATUS,

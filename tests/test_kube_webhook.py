@@ -24,9 +24,9 @@ import requests
 import yaml
 from kubernetes import client
 
-from tests.support.kube import ControlPlane
-from tests.support.registry import free_port
-from tests.support.tls import make_ca_and_cert
+from devstack.control_plane import ControlPlane
+from devstack.registry import free_port
+from devstack.tls import make_ca_and_cert
 from tests.test_workload_hooks import CONTROLLER, model, related, workload
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,12 +37,12 @@ import pytest
 import requests
 import yaml
 
+from devstack.registry import free_port
+from devstack.tls import CertFiles, make_ca_and_cert
 from hooks import gunicorn_conf
 from hooks.app import body_limit
 from lib import credentials
 from tests.support import hookreq as hr
-from tests.support.registry import free_port
-from tests.support.tls import CertFiles, make_ca_and_cert
 from tests.test_webhook_mutate import review
 from tests.test_workload_hooks import workload
 
@@ -58,7 +58,7 @@ SLACK = 3.0  # scheduling on two shared cores
 REPO = "ai-models/catalog/namespaced/team-a/llama/uid-1"
 Obj = dict[str, Any]
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # slow clients against gunicorn (~40 s)
 
 
 # ---------------------------------------------------------------- the manifest, made local

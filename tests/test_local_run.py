@@ -1,6 +1,6 @@
 """`make run` works on a machine with no cluster and no network."""
 
-from tests.support import local_run
+from devstack import local_run
 
 
 def test_make_run_demo_reaches_a_final_table(tmp_path, capsys):

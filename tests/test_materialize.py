@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import zstandard
 
-import jobs.materialize as mat
+import lib.pull as mat
+from devstack.models import make_gguf
+from devstack.registry import RegistryServer
 from jobs.cli import main
 from lib import credentials, modelpack
 from lib.oci.client import RegistryClient
 from lib.oci.errors import Unreachable
-from tests.support.models import make_gguf
-from tests.support.registry import RegistryServer
 
 
 def push_artifact(client: RegistryClient, repo: str, files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
@@ -127,7 +127,7 @@ def test_corrupt_partial_is_discarded_and_the_next_run_succeeds(artifact, tmp_pa
 
 def test_connection_drop_resumes_within_one_run(artifact, tmp_path, monkeypatch):
     """The first GET breaks off after one chunk; the retry asks for the rest with a Range."""
-    monkeypatch.setattr(mat, "RETRY_DELAY", 0.0)
+    monkeypatch.setattr(mat, "RETRY", mat.RetryPolicy(attempts=3, base_delay=0.0))
     client = artifact["client"]
     real_open = client.open_blob
     offsets: list[int] = []
@@ -145,7 +145,7 @@ def test_connection_drop_resumes_within_one_run(artifact, tmp_path, monkeypatch)
 
             def broken():
                 yield next(chunks)[:1000]
-                raise Unreachable(None, "connection reset by peer")
+                raise Unreachable("connection reset by peer")
             return broken()
 
         def __exit__(self, *exc):

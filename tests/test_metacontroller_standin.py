@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
-from tests.support.metacontroller import DECORATOR_ANNOTATION, METACONTROLLER_USER, Metacontroller
-from tests.support.three_way import LAST_APPLIED, apply_update
+from devstack.cluster import Cluster
+from devstack.metacontroller import DECORATOR_ANNOTATION, METACONTROLLER_USER, Metacontroller
+from devstack.three_way import LAST_APPLIED, apply_update
 
 Obj = dict[str, Any]
 V1 = "ai.deckhouse.io/v1alpha1"
@@ -386,7 +386,7 @@ def test_three_way_merge_keeps_fields_others_set_and_drops_what_we_stopped_askin
 
 def test_writes_go_through_rbac_as_metacontroller(kube, kube_namespace, hooks):
     """deploy/rbac/metacontroller.yaml decides: a child kind it does not grant is refused."""
-    from tests.support.kubestore import KubeStore
+    from devstack.kubestore import KubeStore
 
     # The session's control plane is shared: one field manager for our manifests, as the other tests use.
     kube.kubectl("apply", "--server-side", "--field-manager=ai-models-tests", "--force-conflicts", "-k", "crds")

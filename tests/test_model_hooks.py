@@ -122,7 +122,18 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
-    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is True
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    # The worker reports progress and its result on its own Job: a projected token and the cluster CA,
+    # mounted read-only in the worker container only, where AI_MODELS_KUBE_DIR says.
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["AI_MODELS_KUBE_DIR"] == "/var/run/ai-models/kube"
+    assert {"name": "kube-api", "mountPath": "/var/run/ai-models/kube", "readOnly": True} in c["volumeMounts"]
+    kube_api = next(v for v in pod["volumes"] if v["name"] == "kube-api")
+    assert kube_api["projected"]["sources"] == [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    ]
+    assert not any(m["name"] == "kube-api" for x in pod.get("initContainers", []) for m in x.get("volumeMounts", []))
     spec = job["spec"]
     assert (
         spec["backoffLimit"] >= 0
@@ -150,8 +161,15 @@ def test_fresh_huggingface_model_gets_job_credential_and_rbac():
             "resources": ["jobs"],
             "resourceNames": [job["metadata"]["name"]],
             "verbs": ["get", "patch"],
-        }
+        },
+        # Events on the Model beside it (kubectl describe model), create only.
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
     ]
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AI_MODELS_EVENT_NAMESPACE"] == "ai-demo"
+    assert json.loads(env["AI_MODELS_EVENT_REGARDING"]) == {
+        "apiVersion": "ai.deckhouse.io/v1alpha1", "kind": "Model", "name": parent["metadata"]["name"],
+        "namespace": "ai-demo", "uid": parent["metadata"]["uid"]}
     rb = hr.find_child(a, "RoleBinding")
     sa = hr.find_child(a, "ServiceAccount")
     assert rb["roleRef"]["name"] == role["metadata"]["name"]
@@ -315,14 +333,14 @@ def _ready_flow(parent):
         status=hr.job_status(succeeded=1, condition="Complete", finished="2026-01-01T00:10:01Z"),
     )
     dest = job["spec"]["template"]["spec"]["containers"][0]["args"][4]
-    pod = hr.pod_of(job, exit_code=0, message=hr.success_result(dest))
-    b = sync(hr.next_parent(parent, a), [job], [pod])
-    return a, b, job, pod
+    job = hr.reported(job, hr.success_result(dest))
+    b = sync(hr.next_parent(parent, a), [job])
+    return a, b, job
 
 
-def test_ready_from_pod_result_then_sticky_after_pod_is_gone():
+def test_ready_from_job_result_then_sticky_after_the_job_is_gone():
     parent = hr.model()
-    a, b, job, pod = _ready_flow(parent)
+    a, b, job = _ready_flow(parent)
     st = b["status"]
     assert st["phase"] == "Ready" and st["artifact"]["digest"] == "sha256:" + "ab" * 32
     assert st["artifact"]["sizeBytes"] == 123456 and st["resolved"]["format"] == "Safetensors"
@@ -332,11 +350,11 @@ def test_ready_from_pod_result_then_sticky_after_pod_is_gone():
     assert cond(b, "MetadataResolved")["reason"] == "ModelMetadataCalculated"
     assert cond(b)["lastTransitionTime"] == "2026-01-01T00:10:01Z"  # newest time in the request
     assert kinds(b) == kinds(a)  # the transition call keeps the children once more
-    # Next sync: Job and Pod gone, status is the record; nothing left running.
+    # Next sync: the Job (and its result) gone, status is the record; nothing left running.
     c = sync(hr.next_parent(parent, b))
     assert c["status"] == st and c["children"] == [] and c["resyncAfterSeconds"] == 0
     # Even if the Job still shows up, a Ready model keeps no children.
-    d = sync(hr.next_parent(parent, b), [job], [pod])
+    d = sync(hr.next_parent(parent, b), [job])
     assert d["status"] == st and d["children"] == []
 
 
@@ -346,8 +364,8 @@ def test_failed_result_is_permanent_and_sticky():
     job = hr.observe(
         hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed", reason="PodFailurePolicy")
     )
-    pod = hr.pod_of(job, exit_code=2, message=hr.error_result("ManifestInvalid", "config.json is not JSON"))
-    b = sync(hr.next_parent(parent, a), [job], [pod])
+    job = hr.reported(job, hr.error_result("ManifestInvalid", "config.json is not JSON"))
+    b = sync(hr.next_parent(parent, a), [job])
     assert b["status"]["phase"] == "Failed" and cond(b)["reason"] == "ManifestInvalid"
     assert "config.json is not JSON" in cond(b)["message"] and b["status"]["attempt"] == 1
     c = sync(hr.next_parent(parent, b))  # the Job is gone: no new attempt
@@ -358,37 +376,42 @@ def test_failed_result_is_permanent_and_sticky():
 def test_permanent_error_decides_before_the_job_is_marked_failed():
     parent = hr.model()
     a = sync(parent)
-    job = running(hr.find_child(a, "Job"))
-    pod = hr.pod_of(job, exit_code=2, message=hr.error_result("UnsupportedSource", "no weights in repo"))
-    b = sync(hr.next_parent(parent, a), [job], [pod])
+    job = hr.reported(running(hr.find_child(a, "Job")), hr.error_result("UnsupportedSource", "no weights in repo"))
+    b = sync(hr.next_parent(parent, a), [job])
     assert b["status"]["phase"] == "Failed" and cond(b)["reason"] == "UnsupportedSource"
+    assert "no weights in repo" in cond(b)["message"]
 
 
 def test_junk_reason_in_result_becomes_publication_failed():
     parent = hr.model()
     a = sync(parent)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(job, exit_code=2, message=hr.error_result("not a reason!", "boom"))
-    b = sync(hr.next_parent(parent, a), [job], [pod])
-    assert cond(b)["reason"] == "PublicationFailed"
+    job = hr.reported(job, hr.error_result("not a reason!", "boom"))
+    b = sync(hr.next_parent(parent, a), [job])
+    assert cond(b)["reason"] == "PublicationFailed" and "boom" in cond(b)["message"]
+    assert "not a reason!" not in json.dumps(b["status"])
 
 
 def test_oom_killed_job_without_result_retries_with_backoff():
     parent = hr.model()
     a = sync(parent)
     job1 = hr.find_child(a, "Job")
-    # A pod was OOM-killed but the Job is still retrying pods: keep publishing.
-    ojob = running(job1)
-    pod = hr.pod_of(ojob, exit_code=137, reason="OOMKilled", message="loading shard 3\nKilled")
-    b = sync(hr.next_parent(parent, a), [ojob], [pod])
-    assert b["status"]["phase"] == "Publishing" and "OOMKilled" in cond(b)["message"]
-    # The Job gave up: a new attempt (a new Job) that first sleeps the backoff.
+    # A pod was OOM-killed (it reported nothing) but the Job is still retrying pods: keep publishing.
+    ojob = hr.observe(job1, status=hr.job_status(active=1, failed=1))
+    b = sync(hr.next_parent(parent, a), [ojob])
+    assert b["status"]["phase"] == "Publishing" and cond(b)["reason"] == "Publishing"
+    assert b["status"]["attempt"] == 1 and hr.find_child(b, "Job") == job1
+    # The Job gave up: a new attempt (a new Job) that first sleeps the backoff; the message names
+    # the Job's Failed condition and where the crashed worker's log is.
     failed = hr.observe(
-        job1, status=hr.job_status(failed=3, condition="Failed", reason="BackoffLimitExceeded")
+        job1,
+        status=hr.job_status(failed=3, condition="Failed", reason="BackoffLimitExceeded",
+                             message="Job has reached the specified backoff limit"),
     )
-    c = sync(hr.next_parent(parent, b), [failed], [pod])
+    c = sync(hr.next_parent(parent, b), [failed])
     assert c["status"]["attempt"] == 2 and cond(c)["reason"] == "WorkerFailed"
-    assert "OOMKilled" in cond(c)["message"] and "Killed" in cond(c)["message"]
+    assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in cond(c)["message"]
+    assert f"kubectl logs job/{job1['metadata']['name']} -n ai-demo" in cond(c)["message"]
     job2 = hr.find_child(c, "Job")
     assert job2["metadata"]["name"] != job1["metadata"]["name"]  # the old Job is left out: deleted
     init = job2["spec"]["template"]["spec"]["initContainers"][0]
@@ -416,8 +439,8 @@ def test_transient_result_retries_until_the_bound_then_fails():
     for attempt in range(1, hooks_model.MAX_ATTEMPTS + 1):
         p = hr.next_parent(parent, answer)
         job = hr.observe(hr.find_child(answer, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-        pod = hr.pod_of(job, exit_code=1, message=hr.error_result("SourceUnavailable", "HF answered 503"))
-        answer = sync(p, [job], [pod])
+        job = hr.reported(job, hr.error_result("SourceUnavailable", "HF answered 503"))
+        answer = sync(p, [job])
         if attempt < hooks_model.MAX_ATTEMPTS:
             assert answer["status"]["attempt"] == attempt + 1 and answer["status"]["phase"] == "Publishing"
             assert cond(answer)["reason"] == "SourceUnavailable"
@@ -491,42 +514,37 @@ def test_last_transition_time_is_stable_until_status_or_reason_change():
 # ---------------------------------------------------------------- customize
 
 
-def test_customize_relates_secret_pods_and_catalog_sources():
+def test_customize_relates_secret_namespace_and_catalog_sources_but_no_pods():
     parent = hr.model("private-llm", source=AUTH)
-    uid = parent["metadata"]["uid"]
     r = hooks_model.model_customize(hr.customize_request(parent), CFG)
     assert set(r) == {"relatedResources"}
-    assert {
-        "apiVersion": "v1",
-        "resource": "secrets",
-        "namespace": "ai-demo",
-        "names": ["hf-private-token"],
-    } in r["relatedResources"]
-    assert {
-        "apiVersion": "v1",
-        "resource": "pods",
-        "namespace": "ai-demo",
-        "labelSelector": {"matchLabels": {LABEL_MODEL_UID: uid}},
-    } in r["relatedResources"]
-    # Depends only on identity and spec, not on status.
-    with_status = dict(parent, status={"phase": "Ready"})
-    assert hooks_model.model_customize(hr.customize_request(with_status), CFG) == r
+    # Worker results are on the worker Jobs (children): no Pod is ever asked for.
+    assert sorted(r["relatedResources"], key=json.dumps) == sorted([
+        {"apiVersion": "v1", "resource": "namespaces", "names": ["ai-demo"]},
+        {"apiVersion": "v1", "resource": "secrets", "namespace": "ai-demo", "names": ["hf-private-token"]},
+        # Blob mount candidates (hooks/model_mounts.py): ClusterModels, the namespace's Models.
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels"},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "namespace": "ai-demo"},
+    ], key=json.dumps)
+    # Depends on identity and spec; status only drops the candidates once Ready (never publishes again).
+    for phase in ("Pending", "Publishing", "Failed"):
+        with_status = dict(parent, status={"phase": phase})
+        assert hooks_model.model_customize(hr.customize_request(with_status), CFG) == r
+    ready = hooks_model.model_customize(hr.customize_request(dict(parent, status={"phase": "Ready"})), CFG)
+    assert ready["relatedResources"] == [x for x in r["relatedResources"] if x["resource"] not in
+                                         ("models", "clustermodels")]
 
     cat = hr.model("q", source={"catalog": {"name": "q"}})
     rc = hooks_model.model_customize(hr.customize_request(cat), CFG)["relatedResources"]
     assert {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "modelcatalogsources"} in rc
-    assert not any(x["resource"] == "secrets" for x in rc)
+    assert not any(x["resource"] in ("secrets", "pods") for x in rc)
 
     cm = hr.cluster_model()
-    rcm = hooks_model.clustermodel_customize(hr.customize_request(cm), CFG)["relatedResources"]
-    assert rcm == [
-        {
-            "apiVersion": "v1",
-            "resource": "pods",
-            "namespace": "d8-ai-models",
-            "labelSelector": {"matchLabels": {LABEL_MODEL_UID: cm["metadata"]["uid"]}},
-        }
-    ]
+    assert hooks_model.clustermodel_customize(hr.customize_request(cm), CFG)["relatedResources"] == [
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels"}]
+    cat_cm = hr.cluster_model("qc", source={"catalog": {"name": "q"}})
+    rcc = hooks_model.clustermodel_customize(hr.customize_request(cat_cm), CFG)["relatedResources"]
+    assert rcc and not any(x["resource"] == "pods" for x in rcc)
 
 
 @pytest.mark.parametrize(
@@ -557,17 +575,62 @@ def test_malformed_parent_is_a_hook_input_error(mutate, fn):
         fn(hr.sync_request(parent) if "customize" not in fn.__name__ else hr.customize_request(parent), CFG)
 
 
-def test_finished_job_whose_pod_lags_waits_for_the_result():
+def test_complete_job_without_a_result_is_retried_as_worker_failed():
+    """The worker patches its result on its Job before it exits: a Complete Job without one means
+    the worker could not report it (the API server was unreachable), so the attempt failed."""
     parent = hr.model()
     a = sync(parent)
-    done = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(succeeded=1, condition="Complete"))
-    b = sync(hr.next_parent(parent, a), [done], [hr.pod_of(done)])  # the Pod still looks running
-    assert b["status"]["phase"] == "Publishing" and b["status"]["attempt"] == 1
-    assert hr.find_child(b, "Job")["metadata"]["name"] == done["metadata"]["name"]
-    assert 0 < b["resyncAfterSeconds"] <= 10
-    # Complete and its Pods gone without a result copied: a new attempt.
-    c = sync(hr.next_parent(parent, a), [done])
-    assert c["status"]["attempt"] == 2 and cond(c)["reason"] == "WorkerFailed"
+    job1 = hr.find_child(a, "Job")
+    done = hr.observe(job1, status=hr.job_status(succeeded=1, condition="Complete"))
+    b = sync(hr.next_parent(parent, a), [done])
+    assert b["status"]["phase"] == "Publishing" and b["status"]["attempt"] == 2
+    assert cond(b)["reason"] == "WorkerFailed" and "the worker finished without a result" in cond(b)["message"]
+    job2 = hr.find_child(b, "Job")
+    assert job2["metadata"]["name"] != job1["metadata"]["name"]
+    assert job2["spec"]["template"]["spec"]["initContainers"][0]["args"] == [str(hooks_model.backoff_seconds(2))]
+    # The same Job with its result: Ready at once, no new attempt.
+    dest = job1["spec"]["template"]["spec"]["containers"][0]["args"][4]
+    c = sync(hr.next_parent(parent, a), [hr.reported(done, hr.success_result(dest))])
+    assert c["status"]["phase"] == "Ready" and c["status"]["attempt"] == 1
+
+
+def test_failed_job_without_a_result_names_its_condition_and_the_logs_command():
+    parent = hr.model()
+    a = sync(parent)
+    job = hr.find_child(a, "Job")
+    failed = hr.observe(
+        job,
+        status=hr.job_status(failed=1, condition="Failed", reason="DeadlineExceeded",
+                             message="Job was active longer than specified deadline"),
+    )
+    b = sync(hr.next_parent(parent, a), [failed])
+    assert b["status"]["attempt"] == 2 and cond(b)["reason"] == "WorkerFailed"
+    name = job["metadata"]["name"]
+    assert (
+        "worker job failed without a result: DeadlineExceeded: Job was active longer than specified deadline "
+        f"(kubectl logs job/{name} -n ai-demo shows the worker's log)"
+    ) in cond(b)["message"]
+    # A ClusterModel's worker runs in the module namespace: the hint names it.
+    cm = hr.cluster_model()
+    ca = sync(cm)
+    cjob = hr.find_child(ca, "Job")
+    cfailed = hr.observe(cjob, status=hr.job_status(failed=1, condition="Failed", reason="BackoffLimitExceeded"))
+    cb = sync(hr.next_parent(cm, ca), [cfailed])
+    assert cond(cb)["reason"] == "WorkerFailed"
+    assert f"kubectl logs job/{cjob['metadata']['name']} -n d8-ai-models" in cond(cb)["message"]
+
+
+def test_an_earlier_result_on_a_job_that_failed_later_is_its_result():
+    """The worker clears the annotation when it starts, so a result on a Failed Job is the last Pod's:
+    a permanent error reported before the Job was marked Failed decides, not the Job's condition."""
+    parent = hr.model()
+    a = sync(parent)
+    failed = hr.observe(
+        hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed", reason="PodFailurePolicy")
+    )
+    b = sync(hr.next_parent(parent, a), [hr.reported(failed, hr.error_result("UnsupportedSource", "no weights"))])
+    assert b["status"]["phase"] == "Failed" and cond(b)["reason"] == "UnsupportedSource"
+    assert "PodFailurePolicy" not in cond(b)["message"]
 
 
 def test_preflight_refusal_leaves_artifact_conditions_pending():
@@ -584,10 +647,8 @@ def test_worker_reported_auth_failure_is_terminal_even_with_a_secret_present():
     secret = hr.secret("hf-private-token", "ai-demo", {"token": "hf_x y"})
     a = sync(parent, related=[secret])
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(
-        job, exit_code=2, message=hr.error_result("AuthSecretInvalid", "token contains whitespace")
-    )
-    b = sync(hr.next_parent(parent, a), [job], [pod, secret])
+    job = hr.reported(job, hr.error_result("AuthSecretInvalid", "token contains whitespace"))
+    b = sync(hr.next_parent(parent, a), [job], [secret])
     assert b["status"]["phase"] == "Failed" and cond(b, "ArtifactResolved")["reason"] == "AuthSecretInvalid"
     c = sync(hr.next_parent(parent, b), [], [secret])  # Job gone: no new run
     assert c["children"] == [] and c["status"] == b["status"]
@@ -599,8 +660,8 @@ def test_catalog_worker_failures_keep_retrying_past_the_bound():
     p["status"]["attempt"] = hooks_model.MAX_ATTEMPTS + 2
     a = sync(p)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(job, exit_code=1, message=hr.error_result("CatalogAuthFailed", "401 from upstream"))
-    b = sync(hr.next_parent(p, a), [job], [pod])
+    job = hr.reported(job, hr.error_result("CatalogAuthFailed", "401 from upstream"))
+    b = sync(hr.next_parent(p, a), [job])
     assert b["status"]["phase"] == "Publishing" and b["status"]["attempt"] == hooks_model.MAX_ATTEMPTS + 3
     assert cond(b)["reason"] == "CatalogAuthFailed"
     init = hr.find_child(b, "Job")["spec"]["template"]["spec"]["initContainers"][0]
@@ -617,8 +678,7 @@ def test_ollama_registry_errors_end_as_publication_failed_after_the_retries():
         p = hr.next_parent(parent, answer)
         job = hr.observe(hr.find_child(answer, "Job"), status=hr.job_status(failed=1, condition="Failed"))
         msg = "Ollama registry unavailable (manifest): registry.ollama.ai answered 503"
-        pod = hr.pod_of(job, exit_code=1, message=hr.error_result("SourceUnavailable", msg))
-        answer = sync(p, [job], [pod])
+        answer = sync(p, [hr.reported(job, hr.error_result("SourceUnavailable", msg))])
         if attempt < hooks_model.MAX_ATTEMPTS:
             assert answer["status"]["phase"] == "Publishing" and cond(answer)["reason"] == "SourceUnavailable"
     assert answer["status"]["phase"] == "Failed" and cond(answer)["reason"] == "PublicationFailed"
@@ -628,6 +688,5 @@ def test_ollama_registry_errors_end_as_publication_failed_after_the_retries():
     answer = sync(hf)
     for _ in range(hooks_model.MAX_ATTEMPTS):
         job = hr.observe(hr.find_child(answer, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-        pod = hr.pod_of(job, exit_code=1, message=hr.error_result("SourceUnavailable", "HF answered 503"))
-        answer = sync(hr.next_parent(hf, answer), [job], [pod])
+        answer = sync(hr.next_parent(hf, answer), [hr.reported(job, hr.error_result("SourceUnavailable", "HF answered 503"))])
     assert cond(answer)["reason"] == "SourceUnavailable"

@@ -52,7 +52,7 @@ def test_finalize_with_artifact_runs_cleanup_until_it_succeeds():
     a = finalize(parent)
     assert a["finalized"] is False and a["status"]["phase"] == "Deleting"
     assert a["status"]["artifact"]["digest"] == DIGEST
-    assert kinds(a) == ["Job", "Secret"]
+    assert kinds(a) == ["Job", "Role", "RoleBinding", "Secret", "ServiceAccount"]
     job = hr.find_child(a, "Job")
     c = job["spec"]["template"]["spec"]["containers"][0]
     repo = f"ai-models/catalog/namespaced/ai-demo/bge-m3/{parent['metadata']['uid']}"
@@ -63,7 +63,19 @@ def test_finalize_with_artifact_runs_cleanup_until_it_succeeds():
         "--auth-file",
         "/var/run/ai-models/registry/.dockerconfigjson",
     ]
-    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # No automounted token: the worker container alone gets a projected one, for a ServiceAccount whose
+    # Role may get/patch this one Job (it reports its result there).
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == hr.find_child(a, "ServiceAccount")["metadata"]["name"]
+    assert any(v["name"] == "kube-api" for v in spec["volumes"])
+    assert {"name": "kube-api", "mountPath": "/var/run/ai-models/kube", "readOnly": True} in c["volumeMounts"]
+    # (Only its Job: other rules of the Role, if any, grant nothing on Jobs.)
+    assert [r for r in hr.find_child(a, "Role")["rules"] if "batch" in r["apiGroups"]] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": [job["metadata"]["name"]],
+         "verbs": ["get", "patch"]}
+    ]
+    assert hr.find_child(a, "RoleBinding")["subjects"][0]["name"] == spec["serviceAccountName"]
     sec = hr.find_child(a, "Secret")
     auth = json.loads(base64.b64decode(sec["data"][".dockerconfigjson"]))["auths"]["dmcr.test:5000"]
     grant = verify(CFG.signing_key, auth["username"], auth["password"])
@@ -73,8 +85,10 @@ def test_finalize_with_artifact_runs_cleanup_until_it_succeeds():
     assert b["finalized"] is False and hr.find_child(b, "Job") == job
 
     done = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
-    c2 = finalize(hr.next_parent(parent, b), [done], [hr.pod_of(done, exit_code=0, message="{}")])
-    assert c2["finalized"] is True
+    result = json.dumps({"artifact": {"uri": f"dmcr.test:5000/{repo}@{DIGEST}", "digest": DIGEST},
+                         "cleanup": {"deleted": True}})
+    c2 = finalize(hr.next_parent(parent, b), [hr.reported(done, result)])
+    assert c2["finalized"] is True and "deleted" in cond(c2)["message"]
 
 
 def test_failing_cleanup_shows_why_and_retries():
@@ -84,8 +98,8 @@ def test_failing_cleanup_shows_why_and_retries():
     failed = hr.observe(
         job, status=hr.job_status(failed=4, condition="Failed", reason="BackoffLimitExceeded")
     )
-    pod = hr.pod_of(failed, exit_code=1, message=hr.error_result("RegistryUnavailable", "dmcr answered 503"))
-    b = finalize(hr.next_parent(parent, a), [failed], [pod])
+    failed = hr.reported(failed, hr.error_result("RegistryUnavailable", "dmcr answered 503"))
+    b = finalize(hr.next_parent(parent, a), [failed])
     assert b["finalized"] is False
     assert cond(b)["reason"] == "CleanupFailed" and "503" in cond(b)["message"]
     assert b["status"]["cleanup"]["attempt"] == 2 and "503" in b["status"]["cleanup"]["message"]
@@ -94,6 +108,7 @@ def test_failing_cleanup_shows_why_and_retries():
     assert job2["spec"]["template"]["spec"]["initContainers"][0]["args"] == [
         str(hooks_model.backoff_seconds(2))
     ]
+    assert hr.find_child(b, "Role")["rules"][0]["resourceNames"] == [job2["metadata"]["name"]]
     # The message stays visible while the next attempt runs.
     c = finalize(hr.next_parent(parent, b), [running(job2)])
     assert "503" in c["status"]["cleanup"]["message"] and c["finalized"] is False
@@ -104,8 +119,7 @@ def test_finalize_uses_a_result_not_yet_copied_to_status():
     a = hooks_model.model_sync(hr.sync_request(parent), CFG)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(succeeded=1, condition="Complete"))
     dest = job["spec"]["template"]["spec"]["containers"][0]["args"][4]
-    pod = hr.pod_of(job, exit_code=0, message=hr.success_result(dest, digest=DIGEST))
-    b = finalize(hr.next_parent(parent, a), [job], [pod])
+    b = finalize(hr.next_parent(parent, a), [hr.reported(job, hr.success_result(dest, digest=DIGEST))])
     assert (
         b["finalized"] is False
         and DIGEST in hr.find_child(b, "Job")["spec"]["template"]["spec"]["containers"][0]["args"][2]
@@ -122,23 +136,44 @@ def test_clustermodel_cleanup_runs_in_module_namespace():
     )
 
 
-def test_cleanup_retried_pod_that_succeeded_finalizes_before_the_job_says_so():
+def test_cleanup_finalizes_only_when_the_job_is_complete():
+    """The Job retries its pod: the first one reported a transient error, the next one (which cleared
+    that result when it started) reported the deletion. A result alone is not enough (anyone who may
+    edit Jobs can write one): only the Job controller's Complete finalizes."""
     parent = ready(hr.model())
     a = finalize(parent)
     job = running(hr.find_child(a, "Job"))
-    bad = hr.pod_of(
-        job,
-        index=0,
-        exit_code=1,
-        finished="2026-01-01T00:01:00Z",
-        message=hr.error_result("RegistryUnavailable", "503"),
-    )
-    good = hr.pod_of(
-        job,
-        index=1,
-        exit_code=0,
-        finished="2026-01-01T00:02:00Z",
-        message=json.dumps({"artifact": {"uri": "x", "digest": DIGEST}, "cleanup": {"deleted": True}}),
-    )
-    assert finalize(hr.next_parent(parent, a), [job], [bad])["finalized"] is False
-    assert finalize(hr.next_parent(parent, a), [job], [bad, good])["finalized"] is True
+    bad = hr.reported(job, hr.error_result("RegistryUnavailable", "503"))
+    b = finalize(hr.next_parent(parent, a), [bad])
+    assert b["finalized"] is False and cond(b)["reason"] == "CleanupFailed" and "retrying" in cond(b)["message"]
+    assert hr.find_child(b, "Job") == hr.find_child(a, "Job")  # the same Job keeps retrying
+    good = hr.reported(job, json.dumps({"artifact": {"uri": "x", "digest": DIGEST}, "cleanup": {"deleted": True}}))
+    assert finalize(hr.next_parent(parent, a), [good])["finalized"] is False  # still running
+    done = hr.observe(good, status=hr.job_status(succeeded=1, condition="Complete"))
+    assert finalize(hr.next_parent(parent, a), [done])["finalized"] is True
+    assert finalize(hr.next_parent(parent, a), [job])["finalized"] is False  # running, nothing reported
+
+
+def test_finalize_uses_an_import_result_from_the_module_namespace():
+    """A catalog Model's import runs in the module namespace (a related Job): its result, when it names
+    this model's repository, is what finalize cleans up; one naming another repository is not."""
+    parent = hr.model("qwen", source={"catalog": {"name": "qwen3-8b"}}, status={"phase": "Publishing", "attempt": 1})
+    uid = parent["metadata"]["uid"]
+    dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{uid}"
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "ai-catalog-import-x", "namespace": "d8-ai-models",
+                     "labels": {"ai.deckhouse.io/model-uid": uid, "ai.deckhouse.io/worker": "catalog-import"}},
+        "spec": {"template": {"metadata": {"labels": {}}, "spec": {"containers": [{"name": "worker", "image": "w"}]}}},
+    }
+    observed = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
+    req = hr.sync_request(parent, [], [hr.reported(observed, hr.success_result(dest, digest=DIGEST))],
+                          finalizing=True, related_types=("Job.batch/v1",))
+    a = check(parent, hooks_model.model_finalize(req, CFG), finalize=True)
+    assert a["finalized"] is False and a["status"]["artifact"]["digest"] == DIGEST
+    assert f"{dest}@{DIGEST}" in hr.find_child(a, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    other = "dmcr.test:5000/ai-models/catalog/namespaced/team-a/secret-model/0000"
+    req = hr.sync_request(parent, [], [hr.reported(observed, hr.success_result(other, digest=DIGEST))],
+                          finalizing=True, related_types=("Job.batch/v1",))
+    b = check(parent, hooks_model.model_finalize(req, CFG), finalize=True)
+    assert b["finalized"] is True and b["children"] == [] and "secret-model" not in json.dumps(b)

@@ -35,7 +35,13 @@ def post(client, path, body):
 def test_customize_then_sync_then_finalize_over_flask(client):
     parent = hr.model()
     code, rel = post(client, "/hooks/model/customize", hr.customize_request(parent))
-    assert code == 200 and rel["relatedResources"][0]["resource"] == "pods"
+    # The namespace (finalize must know when it is terminating); never Pods: results are on the Jobs.
+    # A URL source not yet Ready also relates its blob mount candidates (hooks/model_mounts.py).
+    ns = parent["metadata"]["namespace"]
+    assert code == 200 and rel == {"relatedResources": [
+        {"apiVersion": "v1", "resource": "namespaces", "names": [ns]},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels"},
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "models", "namespace": ns}]}
     code, a = post(client, "/hooks/model/sync", hr.sync_request(parent))
     assert code == 200 and check(parent, a)["status"]["phase"] == "Pending"
     code, f = post(
@@ -45,8 +51,9 @@ def test_customize_then_sync_then_finalize_over_flask(client):
     cm = hr.cluster_model()
     code, c = post(client, "/hooks/clustermodel/sync", hr.sync_request(cm))
     assert code == 200 and {x["metadata"]["namespace"] for x in c["children"]} == {CFG.namespace}
-    code, _ = post(client, "/hooks/clustermodel/customize", hr.customize_request(cm))
-    assert code == 200
+    code, rel = post(client, "/hooks/clustermodel/customize", hr.customize_request(cm))
+    assert code == 200 and rel == {"relatedResources": [
+        {"apiVersion": "ai.deckhouse.io/v1alpha1", "resource": "clustermodels"}]}
     code, f = post(client, "/hooks/clustermodel/finalize", hr.sync_request(cm, finalizing=True))
     assert code == 200 and f["finalized"] is True
 

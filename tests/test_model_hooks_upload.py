@@ -99,15 +99,15 @@ def test_upload_progress_then_ready_then_children_removed():
     parent = upload_model()
     a = sync(parent)
     job = running(hr.find_child(a, "Job"))
-    b = sync(hr.next_parent(parent, a), [job], [hr.pod_of(job)])
+    b = sync(hr.next_parent(parent, a), [job])
     assert b["status"]["phase"] == "WaitForUpload"
     job = running(hr.find_child(a, "Job"), "30%")
-    c = sync(hr.next_parent(parent, b), [job], [hr.pod_of(job)])
+    c = sync(hr.next_parent(parent, b), [job])
     assert c["status"]["phase"] == "Publishing" and c["status"]["progress"] == "30%"
     done = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(succeeded=1, condition="Complete"))
     dest = done["spec"]["template"]["spec"]["containers"][0]["args"][2]
-    pod = hr.pod_of(done, exit_code=0, message=hr.success_result(dest, fmt="GGUF", resolved_type="Upload"))
-    d = sync(hr.next_parent(parent, c), [done], [pod])
+    done = hr.reported(done, hr.success_result(dest, fmt="GGUF", resolved_type="Upload"))
+    d = sync(hr.next_parent(parent, c), [done])
     assert d["status"]["phase"] == "Ready" and d["status"]["source"]["resolvedType"] == "Upload"
     assert d["status"]["resolved"]["format"] == "GGUF"
     e = sync(hr.next_parent(parent, d))
@@ -117,14 +117,12 @@ def test_upload_progress_then_ready_then_children_removed():
 def test_upload_expiry_opens_a_new_session_with_a_new_token():
     parent = upload_model()
     a = sync(parent)
-    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(
-        job,
-        exit_code=1,
-        finished="2026-01-01T01:00:01Z",
-        message=hr.error_result("UploadExpired", "no upload arrived before 2026-01-01T01:00:00Z"),
+    job = hr.observe(
+        hr.find_child(a, "Job"),
+        status=hr.job_status(failed=1, condition="Failed", finished="2026-01-01T01:00:01Z"),
     )
-    b = sync(hr.next_parent(parent, a), [job], [pod])
+    job = hr.reported(job, hr.error_result("UploadExpired", "no upload arrived before 2026-01-01T01:00:00Z"))
+    b = sync(hr.next_parent(parent, a), [job])
     st = b["status"]
     assert st["phase"] == "WaitForUpload" and st["upload"]["session"] == 1
     assert st["upload"]["expiresAt"] == "2026-01-01T02:00:00Z"
@@ -151,11 +149,11 @@ def test_upload_expiry_opens_a_new_session_with_a_new_token():
 def test_upload_expiry_noticed_late_skips_to_a_session_still_ahead():
     parent = upload_model()
     a = sync(parent)
-    job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(
-        job, exit_code=1, finished="2026-01-01T03:30:00Z", message=hr.error_result("UploadExpired", "x")
+    job = hr.observe(
+        hr.find_child(a, "Job"),
+        status=hr.job_status(failed=1, condition="Failed", finished="2026-01-01T03:30:00Z"),
     )
-    b = sync(hr.next_parent(parent, a), [job], [pod])
+    b = sync(hr.next_parent(parent, a), [hr.reported(job, hr.error_result("UploadExpired", "x"))])
     assert (
         b["status"]["upload"]["session"] == 3 and b["status"]["upload"]["expiresAt"] == "2026-01-01T04:00:00Z"
     )
@@ -195,8 +193,7 @@ def test_upload_transient_failure_retries_in_the_same_session():
     parent = upload_model()
     a = sync(parent)
     job = hr.observe(hr.find_child(a, "Job"), status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(job, exit_code=1, message=hr.error_result("InsufficientStorage", "registry full"))
-    b = sync(hr.next_parent(parent, a), [job], [pod])
+    b = sync(hr.next_parent(parent, a), [hr.reported(job, hr.error_result("InsufficientStorage", "registry full"))])
     assert b["status"]["attempt"] == 2 and b["status"]["upload"]["session"] == 0
     assert cond(b)["reason"] == "InsufficientStorage"
     assert decoded(hr.find_child(b, "Secret", "ai-model-upload-")) == decoded(

@@ -33,27 +33,28 @@ import jsonschema
 import pytest
 import requests
 
+from devstack.hf_hub import HubStandIn
+from devstack.models import TOOLS_TEMPLATE, make_diffusers_tree, make_gguf, make_safetensors_model
+from devstack.ollama_registry import push_ollama_model
+from devstack.registry import RegistryServer
 from lib import modelpack as mp
 from lib.archive import ArchiveKind
 from lib.catalog_import import import_artifact
 from lib.oci.client import RegistryClient
 from lib.oci.reference import Reference
 from lib.publish import publish
+from lib.retry import RetryPolicy
 from lib.sources import local, upload
 from lib.sources.base import SourceSnapshot
-from lib.sources.http import RetryPolicy
+from lib.sources.http import HttpPolicy
 from lib.sources.huggingface import HuggingFaceSource
 from lib.sources.ollama import OllamaSource
-from tests.support.hf_hub import HubStandIn
-from tests.support.models import TOOLS_TEMPLATE, make_diffusers_tree, make_gguf, make_safetensors_model
-from tests.support.ollama_registry import push_ollama_model
-from tests.support.registry import RegistryServer
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "modelpack_config_schema.json").read_text())
 PRECISIONS = set(SCHEMA["$defs"]["precisionValue"]["enum"])
 PARAM_SIZE = re.compile(r"[0-9]+(\.[0-9])?[QqTtBbMmKk]")  # docs/config.md, paramSize
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
-FAST = RetryPolicy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=5)
+FAST = HttpPolicy(retry=RetryPolicy(attempts=3, base_delay=0.01), connect_timeout=2, read_timeout=5)
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -127,7 +128,7 @@ def artifacts(registry: RegistryServer, minilm_dir: Path, tmp_path_factory: pyte
         ("template", b"{{ .Prompt }}"), ("license", b"Apache License 2.0"),
     ])
     put("ollama", OllamaSource(f"https://ollama.com/library/{name}:1b", registry=registry.url,
-                               policy=FAST).snapshot())
+                               retry=FAST.retry, timeout=(FAST.connect_timeout, FAST.read_timeout)).snapshot())
 
     def uploaded(body: bytes, kind: ArchiveKind, filename: str) -> SourceSnapshot:
         return upload.snapshot(io.BytesIO(body), upload.Upload(kind=kind, filename=filename, size=len(body)),
@@ -199,7 +200,7 @@ def test_descriptor_comes_from_the_source(artifacts: dict[str, Artifact]) -> Non
     """Names, URLs and dates the source has; nothing from the worker or the destination."""
     hf = artifacts["huggingface"].config
     commit = artifacts["huggingface-commit"].digest
-    from tests.support.hf_hub import commit_date
+    from devstack.hf_hub import commit_date
 
     assert hf["descriptor"] == {
         "name": MINILM, "family": "bert", "sourceURL": f"https://huggingface.co/{MINILM}", "revision": commit,

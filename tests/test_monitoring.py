@@ -237,11 +237,11 @@ def _model_states() -> dict[str, Obj]:
     pending = hr.next_parent(parent, a)
     b = sync(pending, [running(hr.find_child(a, "Job"), "42%")])
     publishing = hr.next_parent(parent, b)
-    _, ready_answer, _, _ = _ready_flow(parent)
+    _, ready_answer, _ = _ready_flow(parent)
     ready = hr.next_parent(parent, ready_answer)
     failed = hr.next_parent(hr.model("bad"), sync(hr.model("bad", source={"url": "https://example.com/x.gguf"})))
     cparent = hr.cluster_model("qwen")
-    _, cready, _, _ = _ready_flow(cparent)
+    _, cready, _ = _ready_flow(cparent)
     return {"pending": pending, "publishing": publishing, "ready": ready, "failed": failed,
             "cluster_ready": hr.next_parent(cparent, cready)}
 
@@ -283,8 +283,8 @@ def test_catalog_series_from_real_statuses():
     cfg = ksm_config()
     parent = source()
     a = src_sync(parent, related=[pull_secret()])
-    job1, pod1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
-    ready = hr.next_parent(parent, src_sync(hr.next_parent(parent, a), [job1], [pull_secret(), pod1]))
+    job1 = finished(jobs(a)["ai-catalog-probe-dmz-1"], PROBE_OK)
+    ready = hr.next_parent(parent, src_sync(hr.next_parent(parent, a), [job1], [pull_secret()]))
     s = render(cfg, ready)
     P = "ai_models_catalogsource"
     assert one(s, f"{P}_status_phase", phase="Ready", name="dmz") == 1
@@ -299,8 +299,8 @@ def test_catalog_series_from_real_statuses():
     p1 = hr.next_parent(m, model_sync(m, related=[src]))
     job = import_job_for(p1)
     dest = f"dmcr.test:5000/ai-models/catalog/namespaced/ai-demo/qwen/{m['metadata']['uid']}"
-    obs, pod = finished(job, json.loads(hr.success_result(dest, resolved_type="Catalog")))
-    imported = hr.next_parent(p1, model_sync(p1, related=[src, obs, pod]))
+    obs = finished(job, json.loads(hr.success_result(dest, resolved_type="Catalog")))
+    imported = hr.next_parent(p1, model_sync(p1, related=[src, obs]))
     [cat] = labelset(render(cfg, imported), "ai_models_model_catalog_info")
     frozen = imported["status"]["source"]["catalog"]
     assert (cat["catalog_source"], cat["catalog_revision"], cat["remote_digest"]) == (
@@ -423,6 +423,31 @@ def test_monitoring_objects_validate():
     ports = {p["name"] for c in hooks_dep["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
     [hooks_pm] = [d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"] == "ai-models-hooks"]
     assert {ep["port"] for ep in hooks_pm["spec"]["podMetricsEndpoints"]} == ports, "every listener is scraped"
+    # The node-cache plugin is scraped on the port its DaemonSet declares, in its own namespace.
+    ds = yaml.safe_load((ROOT / "deploy" / "node-cache" / "daemonset.yaml").read_text())
+    [nc_pm] = [d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"] == "ai-models-node-cache"]
+    assert nc_pm["metadata"]["namespace"] == ds["metadata"]["namespace"]
+    assert nc_pm["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    [(port,)] = [(ep["port"],) for ep in nc_pm["spec"]["podMetricsEndpoints"]]
+    assert port in {p["name"] for c in ds["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def test_prometheus_may_reach_the_dmcr_metrics_port():
+    """DMCR's own policy opens 5001 to the node only; the monitoring component opens it to Prometheus."""
+    pol = yaml.safe_load((MON / "networkpolicy.yaml").read_text())
+    kubernetes_validate.validate(pol, "1.33.0", strict=True)
+    dep = yaml.safe_load((ROOT / "deploy" / "dmcr" / "deployment.yaml").read_text())
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert pol["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    [rule] = pol["spec"]["ingress"]
+    [port] = rule["ports"]
+    declared = {p["name"]: p["containerPort"] for c in dep["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])}
+    assert declared[port["port"]] == 5001
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "d8-monitoring"}}}]
+    pm = [d for d in yaml.safe_load_all((MON / "podmonitors.yaml").read_text()) if d["metadata"]["name"] == "dmcr"]
+    assert pm[0]["spec"]["podMetricsEndpoints"][0]["port"] == port["port"]
+    assert "networkpolicy.yaml" in yaml.safe_load((MON / "kustomization.yaml").read_text())["resources"]
 
 
 # ---------------------------------------------------------------- the hook service's latency histogram

@@ -35,13 +35,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.registry import free_port
 from jobs import cli
 from jobs.node_cache import csi_pb2 as pb
 from jobs.node_cache import csi_pb2_grpc as pb_grpc
 from jobs.node_cache import mounts
 from lib import credentials
 from tests.support.dmcr import DmcrServer, dmcr_fixture  # noqa: F401
-from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = "models.ai.deckhouse.io"

@@ -1,9 +1,12 @@
-"""lib.oci against a small in-process fake registry, for answers the real one won't give on cue.
+"""lib.oci against in-process fakes, for answers the real registry won't give on cue.
 
-The fake keeps partial PATCH data and reports it in ``Range`` (as the OCI spec
-allows and distribution does not), answers 507 / 5xx on demand, stalls, and
-redirects blob downloads to a second server, so the client's handling of each
-is pinned by a test.
+Most cases are tables of request → response (``Script``): the rows the fake
+serves, in order, are the exchange the client must make — method, path,
+status, headers — including the error answers (507, 5xx, an errcode body, a
+wrong ``Range``). The stateful ``Fake`` below covers what a table can't: it
+keeps partial PATCH data and reports it in ``Range`` (as the OCI spec allows
+and distribution does not), cuts connections mid-body, stalls, and redirects
+blob downloads to a second server.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from lib.api.types import Reason
-from lib.oci.client import RegistryClient, RetryPolicy
-from lib.oci.errors import InsufficientStorage, RegistryError, Unreachable, UploadInterrupted
+from lib.oci.client import Mounted, RegistryClient, RetryPolicy
+from lib.oci.errors import (
+    DigestMismatch,
+    InsufficientStorage,
+    NotFound,
+    RegistryError,
+    Unreachable,
+    UploadInterrupted,
+)
+from lib.oci.media_types import OCI_MANIFEST as OCI
 
 MIB = 1 << 20
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, total=10.0)
@@ -206,42 +216,162 @@ def once(method: str, action: Callable[[Handler], None], *, times: int = 1) -> F
     return fault
 
 
-def test_507_on_patch_is_insufficient_storage_without_retry(fake):
-    fake.faults.append(once("PATCH", lambda h: (h.body(), h.reply(507, b"insufficient storage"))))
-    c = client_for(fake)
-    with pytest.raises(InsufficientStorage) as ei:
-        c.push_blob("a", [os.urandom(1000)], size=1000)
-    assert ei.value.reason == Reason.INSUFFICIENT_STORAGE and ei.value.status == 507
-    assert "free space" in ei.value.message
-    assert fake.count("PATCH") == 1 and fake.count("DELETE") == 1 and fake.sessions == {}
+# --------------------------------------------------------------------------
+# Request → response tables
+# --------------------------------------------------------------------------
+
+Row = tuple[str, str, int, dict[str, str]]  # method, path (with query), status, answer headers
+D = "sha256:" + "d" * 64
+HELLO = "sha256:" + hashlib.sha256(b"hello").hexdigest()
+MANIFEST = b'{"schemaVersion":2}'
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+UP = "/v2/a/blobs/uploads/"
+ERRCODE = {
+    "NAME_INVALID": b'{"errors":[{"code":"NAME_INVALID","message":"invalid repository name"}]}',
+    "MANIFEST_UNKNOWN": b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}',
+}
 
 
-def test_no_space_left_body_on_commit(fake):
-    body = (
-        b'{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"write: no space left on device"}]}'
-    )
-    fake.faults.append(once("PUT", lambda h: (h.body(), h.reply(500, body))))
-    with pytest.raises(InsufficientStorage, match="no space left on device"):
-        client_for(fake).push_blob("a", [b"x" * 10])
-    assert fake.count("PUT") == 1
+class Script:
+    """Serves ``rows`` in order, whatever is asked, and records what was asked."""
+
+    def __init__(self, rows: list[Row], bodies: dict[int, bytes]) -> None:
+        self.rows, self.bodies = list(rows), bodies
+        self.asked: list[tuple[str, str]] = []
+        script = self
+
+        class Answer(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def handle_any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                script.asked.append((self.command, self.path))
+                i = len(script.asked) - 1
+                _, _, status, headers = script.rows[i] if i < len(script.rows) else ("", "", 599, {})
+                body = script.bodies.get(i, b"")
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = handle_any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self) -> RegistryClient:
+        host = f"127.0.0.1:{self.server.server_address[1]}"
+        return RegistryClient(host, insecure=True, retry=RetryPolicy(attempts=3, base_delay=0.01),
+                              sleep=lambda s: None)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
-def test_5xx_is_retried_with_backoff(fake):
-    fake.faults.append(once("POST", lambda h: h.reply(503, b"busy"), times=2))
-    sleeps: list[float] = []
-    c = RegistryClient(
-        fake.host, insecure=True, retry=RetryPolicy(attempts=4, base_delay=0.01), sleep=sleeps.append
-    )
-    d = c.push_blob("a", [b"hello"])
-    assert fake.blobs[d.digest] == b"hello"
-    assert fake.count("POST") == 3 and sleeps == [0.01, 0.02]
+def _manifest(c: RegistryClient) -> object:
+    return c.get_manifest("a", "v1").digest
 
 
-def test_5xx_gives_up_after_bounded_attempts(fake):
-    fake.faults.append(once("HEAD", lambda h: h.reply(502), times=100))
-    with pytest.raises(RegistryError, match="HTTP 502"):
-        client_for(fake).blob_exists("a", "sha256:" + "0" * 64)
-    assert fake.count("HEAD") == FAST.attempts
+def _push_hello(c: RegistryClient) -> object:
+    return c.push_blob("a", [b"hello"]).digest
+
+
+def _mount(c: RegistryClient) -> object:
+    out = c.mount("b", D, "a")
+    if not isinstance(out, Mounted):
+        out.cancel()
+        return "writer"
+    return out
+
+
+SESSION = {"Location": f"{UP}s1", "Range": "0-0"}
+TABLES = [
+    pytest.param(
+        _mount, [("POST", f"/v2/b/blobs/uploads/?mount={D.replace(':', '%3A')}&from=a", 201, {})],
+        {}, Mounted("b", D), id="mount-201",
+    ),
+    pytest.param(
+        _mount,
+        [("POST", f"/v2/b/blobs/uploads/?mount={D.replace(':', '%3A')}&from=a", 202, {"Location": "/v2/b/u/s9"}),
+         ("DELETE", "/v2/b/u/s9", 204, {})],
+        {}, "writer", id="mount-202-session-opened",
+    ),
+    pytest.param(
+        _push_hello,
+        [("POST", UP, 503, {}), ("POST", UP, 503, {}), ("POST", UP, 202, SESSION),
+         ("PATCH", f"{UP}s1", 202, {"Location": f"{UP}s1", "Range": "0-4"}),
+         ("PUT", f"{UP}s1?digest={HELLO.replace(':', '%3A')}", 201, {})],
+        {}, HELLO, id="5xx-retried",
+    ),
+    pytest.param(
+        _push_hello,
+        [("POST", UP, 202, SESSION), ("PATCH", f"{UP}s1", 507, {}), ("DELETE", f"{UP}s1", 204, {})],
+        {}, InsufficientStorage, id="507-on-patch-cancels",
+    ),
+    pytest.param(
+        _push_hello,
+        [("POST", UP, 202, SESSION),
+         ("PATCH", f"{UP}s1", 202, {"Location": f"{UP}s1", "Range": "0-1"}),  # acknowledged 2 of 5
+         ("GET", f"{UP}s1", 204, {"Location": f"{UP}s1", "Range": "0-1"}),  # ask where it stands
+         ("PATCH", f"{UP}s1", 202, {"Location": f"{UP}s1", "Range": "0-4"}),  # the rest
+         ("PUT", f"{UP}s1?digest={HELLO.replace(':', '%3A')}", 201, {})],
+        {}, HELLO, id="short-range-resumed",
+    ),
+    pytest.param(
+        _push_hello, [("POST", UP, 400, {})], {0: ERRCODE["NAME_INVALID"]}, RegistryError, id="400-errcode",
+    ),
+    pytest.param(
+        lambda c: c.blob_exists("a", D), [("HEAD", f"/v2/a/blobs/{D}", 502, {})] * 3, {}, RegistryError,
+        id="5xx-bounded",
+    ),
+    pytest.param(
+        lambda c: c.blob_exists("a", D), [("HEAD", f"/v2/a/blobs/{D}", 404, {})], {}, None, id="head-404",
+    ),
+    pytest.param(
+        _manifest, [("GET", "/v2/a/manifests/v1", 404, {})], {0: ERRCODE["MANIFEST_UNKNOWN"]}, NotFound,
+        id="manifest-unknown",
+    ),
+    pytest.param(
+        _manifest,
+        [("GET", "/v2/a/manifests/v1", 200, {"Content-Type": OCI, "Docker-Content-Digest": MANIFEST_DIGEST})],
+        {0: MANIFEST}, MANIFEST_DIGEST, id="manifest-digest-matches",
+    ),
+    pytest.param(
+        _manifest,
+        [("GET", "/v2/a/manifests/v1", 200, {"Content-Type": OCI, "Docker-Content-Digest": D})],
+        {0: MANIFEST}, DigestMismatch, id="manifest-digest-differs",
+    ),
+    pytest.param(
+        lambda c: c.list_tags("a"),
+        [("GET", "/v2/a/tags/list", 200, {"Link": '</v2/a/tags/list?n=2&last=b>; rel="next"'}),
+         ("GET", "/v2/a/tags/list?n=2&last=b", 200, {})],
+        {0: b'{"tags":["a","b"]}', 1: b'{"tags":["c"]}'}, ["a", "b", "c"], id="tags-link-pagination",
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "rows", "bodies", "expected"), TABLES)
+def test_exchange_table(action: Callable[[RegistryClient], object], rows: list[Row], bodies: dict[int, bytes],
+                        expected: object) -> None:
+    script = Script(rows, bodies)
+    try:
+        if isinstance(expected, type) and issubclass(expected, Exception):
+            with pytest.raises(expected):
+                action(script.client())
+        else:
+            assert action(script.client()) == expected
+        assert script.asked == [(m, p) for m, p, _, _ in rows]
+    finally:
+        script.close()
 
 
 def cut_after(n: int) -> Callable[[Handler], None]:
@@ -329,45 +459,6 @@ def test_download_of_corrupt_blob_raises_at_the_end(fake):
     assert b"".join(got) == b"b" * 5000  # bytes flow; the verdict comes when the stream ends
 
 
-def test_list_tags_follows_link_pagination(fake):
-    assert client_for(fake).list_tags("a") == ["a", "b", "c", "d", "e"]
-    assert [p for m, p, _ in fake.log] == [
-        "/v2/a/tags/list",
-        "/v2/a/tags/list?n=2&last=b",
-        "/v2/a/tags/list?n=2&last=d",
-    ]
-
-
-def test_manifest_digest_header_is_checked(fake):
-    body = b'{"schemaVersion":2}'
-    good = "sha256:" + hashlib.sha256(body).hexdigest()
-
-    def serve(header: str) -> Fault:
-        def fault(h: Handler) -> bool:
-            h.reply(
-                200,
-                body,
-                {
-                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
-                    "Docker-Content-Digest": header,
-                },
-            )
-            return True
-
-        return fault
-
-    c = client_for(fake)
-    fake.faults[:] = [serve(good)]
-    m = c.get_manifest("a", "v1")
-    assert (m.body, m.digest, m.media_type) == (body, good, "application/vnd.oci.image.manifest.v1+json")
-    fake.faults[:] = [serve("sha256:" + "0" * 64)]
-    with pytest.raises(RegistryError, match="registry says sha256:0000"):
-        c.get_manifest("a", "v1")
-    fake.faults[:] = [serve(good)]
-    with pytest.raises(RegistryError, match="the registry's copy is wrong"):
-        c.get_manifest("a", "sha256:" + "1" * 64)
-
-
 def test_resume_needs_bytes_no_longer_held(fake):
     """A registry that dropped a cut PATCH's bytes wants them again; beyond the window they are gone."""
     data = os.urandom(3 * MIB)
@@ -388,7 +479,7 @@ def test_resume_needs_bytes_no_longer_held(fake):
     c = client_for(fake, window=256 * 1024)
     with pytest.raises(UploadInterrupted, match="no longer held") as ei:
         c.push_blob("a", (data[i : i + 65536] for i in range(0, len(data), 65536)), size=len(data))
-    assert ei.value.reason == Reason.WORKER_FAILED
+    assert ei.value.status is None
     assert fake.sessions == {}  # cancelled
 
 

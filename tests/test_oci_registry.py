@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack.registry import RegistryServer
 from lib.oci.client import RegistryClient, RetryPolicy
 from lib.oci.errors import AuthError, DigestMismatch, NotFound, TLSError, Unreachable, UploadInterrupted
-from tests.support.registry import RegistryServer
 
 MIB = 1 << 20
 FAST = RetryPolicy(attempts=8, base_delay=0.1, max_delay=1.0, total=30.0)
@@ -244,7 +244,7 @@ def test_unreachable_after_bounded_retries():
     )
     with pytest.raises(Unreachable) as ei:
         c.blob_exists("a", digest_of(b""))
-    assert ei.value.reason == "WorkerFailed"
+    assert ei.value.status is None
     assert sleeps == [0.01, 0.02]
 
 
@@ -362,9 +362,9 @@ def test_connection_cut_mid_patch(registry, cut_segment):
             assert proxy.cuts == 1
             assert read_all(c, r, desc.digest) == data
         else:
-            with pytest.raises(UploadInterrupted) as ei:
+            with pytest.raises(UploadInterrupted):
                 c.push_blob(r, source(), size=len(data))
-            assert proxy.cuts == 1 and ei.value.reason == "WorkerFailed"
+            assert proxy.cuts == 1
             assert c.blob_exists(r, digest_of(data)) is None
     finally:
         proxy.close()
@@ -400,7 +400,7 @@ def test_tls_wrong_password(tls_registry):
 
 
 def test_tls_untrusted_ca(tls_registry, tmp_path):
-    from tests.support.tls import make_ca_and_cert
+    from devstack.tls import make_ca_and_cert
 
     other = make_ca_and_cert(tmp_path / "other")
     for ca in (None, other.ca_cert):

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
+from devstack.registry import TokenAuth
 from lib.oci.client import RegistryClient, RetryPolicy
 from lib.oci.errors import AuthError
-from tests.support.registry import TokenAuth
 from tests.support.token_realm import TokenRealm, libtrust_key_id
 from tests.test_oci_registry import Recorder
 

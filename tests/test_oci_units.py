@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from jobs.common import registry_reason
 from lib.api.types import Reason
 from lib.oci import urls
 from lib.oci.auth import Credentials, credentials_from_docker_config, load_docker_config
@@ -25,6 +26,8 @@ from lib.oci.errors import (
     InsufficientStorage,
     NotFound,
     RegistryError,
+    Unreachable,
+    UploadInterrupted,
     describe_errors,
     error_from_response,
     parse_error_body,
@@ -303,7 +306,7 @@ ERRBODY = json.dumps(
             Reason.PUBLICATION_FAILED,
             "DIGEST_INVALID",
         ),
-        (500, b"<html>oops</html>", RegistryError, Reason.WORKER_FAILED, "oops"),
+        (500, b"<html>oops</html>", RegistryError, Reason.SOURCE_UNAVAILABLE, "oops"),
         (
             400,
             json.dumps({"errors": [{"code": "NAME_INVALID", "message": "invalid repository name"}]}),
@@ -326,9 +329,10 @@ ERRBODY = json.dumps(
     ],
 )
 def test_error_from_response(status, body, cls, reason, text):
+    """lib.oci gives the class; the reason for a source registry is decided at the CLI edge."""
     err = error_from_response(status, body, what="PUT x", registry="r:1")
     assert type(err) is cls
-    assert err.reason == reason and err.status == status
+    assert registry_reason(err, destination=False) == reason and err.status == status
     assert text in err.message and "r:1" in err.message
 
 
@@ -351,3 +355,20 @@ def test_descriptor_to_json():
     assert list(d.to_json()["annotations"]) == ["a", "b"]
     assert "annotations" not in Descriptor("application/x", D, 1).to_json()
     assert Descriptor.from_json(d.to_json()) == d
+
+
+@pytest.mark.parametrize(
+    ("err", "reason"),
+    [
+        (InsufficientStorage("full", 507), Reason.INSUFFICIENT_STORAGE),
+        (AuthError("denied", 401), Reason.REGISTRY_UNAVAILABLE),
+        (Unreachable("down"), Reason.REGISTRY_UNAVAILABLE),
+        (UploadInterrupted("lost"), Reason.REGISTRY_UNAVAILABLE),
+        (RegistryError("oops", 502), Reason.REGISTRY_UNAVAILABLE),
+        (DigestMismatch("wrong", 400), Reason.PUBLICATION_FAILED),
+        (NotFound("gone", 404), Reason.PUBLICATION_FAILED),
+    ],
+    ids=["no-space", "auth", "unreachable", "interrupted", "5xx", "digest", "not-found"],
+)
+def test_registry_reason_for_the_destination(err, reason):
+    assert registry_reason(err, destination=True) == reason

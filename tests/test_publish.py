@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack import models
 from lib.oci.client import RegistryClient
 from lib.oci.reference import Reference
 from lib.publish import publish
 from lib.sources import local
 from lib.sources.base import SourceFile, SourceSnapshot
-from tests.support import models
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,12 +21,13 @@ from collections.abc import Iterator
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from devstack.cluster import Cluster
+from devstack.metacontroller import Metacontroller, load_controllers
 from hooks.app import create_app
 from lib.api.naming import model_repository
 from lib.config import Config
-from tests.support.cluster import Cluster
-from tests.support.metacontroller import Metacontroller, load_controllers
 
+pytestmark = pytest.mark.slow  # 5,000 Deployments through the real hooks (~35 s)
 NAMESPACES = [f"team-{i}" for i in range(10)]
 MODELS_PER_NS = 200  # 2,000 Models
 WORKLOADS_PER_NS = 500  # 5,000 Deployments

@@ -207,8 +207,8 @@ def _lifecycle(parent: Obj, related: list[Obj], out: list[Scenario], name: str) 
     a = _call(path, fn, hr.sync_request(p, [running, *others], related), out, f"{name}:publishing")
     p = hr.next_parent(p, a)
     failed = hr.observe(job, status=hr.job_status(failed=1, condition="Failed"))
-    pod = hr.pod_of(failed, exit_code=1, message=hr.error_result("RegistryUnavailable", "registry down"))
-    a = _call(path, fn, hr.sync_request(p, [failed, *others], [*related, pod]), out, f"{name}:retry")
+    failed = hr.reported(failed, hr.error_result("RegistryUnavailable", "registry down"))
+    a = _call(path, fn, hr.sync_request(p, [failed, *others], related), out, f"{name}:retry")
     p = hr.next_parent(p, a)
     retry = [c for c in _children(a) if c["kind"] == "Job"]
     if retry:
@@ -216,8 +216,8 @@ def _lifecycle(parent: Obj, related: list[Obj], out: list[Scenario], name: str) 
         done = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
         dest = job["spec"]["template"]["spec"]["containers"][0]["args"]
         destination = dest[dest.index("--destination") + 1] if "--destination" in dest else "x"
-        pod = hr.pod_of(done, exit_code=0, message=hr.success_result(destination, digest=DIGEST))
-        a = _call(path, fn, hr.sync_request(p, [done, *others], [*related, pod]), out, f"{name}:ready")
+        done = hr.reported(done, hr.success_result(destination, digest=DIGEST))
+        a = _call(path, fn, hr.sync_request(p, [done, *others], related), out, f"{name}:ready")
         p = hr.next_parent(p, a)
     fin_path = path.replace("/sync", "/finalize")
     fin = hooks_model.clustermodel_finalize if parent["kind"] == "ClusterModel" else hooks_model.model_finalize
@@ -318,9 +318,35 @@ def test_injected_init_containers_are_restricted_whatever_the_pod(case):
         assert delivery.PULL_VOLUME not in mounts
 
 
-def test_only_jobs_that_report_progress_mount_a_token():
-    for _, job in emitted("Job"):
-        spec = job["spec"]["template"]["spec"]
-        worker = job["metadata"]["labels"].get("ai.deckhouse.io/worker")
-        if worker == "cleanup" or worker is None:
-            assert spec.get("automountServiceAccountToken") is False, job["metadata"]["name"]
+def test_no_pod_automounts_a_token_and_only_the_worker_container_of_a_reporting_job_gets_one():
+    """Workers report progress and their result on their own Job: a projected token, mounted read-only
+    in the worker container alone (never in the backoff init container), for a ServiceAccount whose
+    Role in the same answer may get/patch that Job and nothing else."""
+    reporting = {"publish", "upload-server", "cleanup", "catalog-probe", "catalog-import"}
+    seen = set()
+    for s in SCENARIOS:
+        kids = _children(s.answer)
+        for job in (c for c in kids if c["kind"] == "Job"):
+            spec = job["spec"]["template"]["spec"]
+            name = job["metadata"]["name"]
+            assert spec.get("automountServiceAccountToken") is False, name
+            worker = job["metadata"]["labels"].get("ai.deckhouse.io/worker")
+            assert worker in reporting, name
+            seen.add(worker)
+            [vol] = [v for v in spec["volumes"] if "projected" in v and any(
+                "serviceAccountToken" in src for src in v["projected"]["sources"])]
+            [worker_c] = spec["containers"]
+            mounted = [c["name"] for c in spec["containers"] + spec.get("initContainers", [])
+                       if any(m["name"] == vol["name"] for m in c.get("volumeMounts", []))]
+            assert mounted == [worker_c["name"]], name
+            assert next(m for m in worker_c["volumeMounts"] if m["name"] == vol["name"])["readOnly"] is True
+            account = spec["serviceAccountName"]
+            bindings = [b for b in kids if b["kind"] == "RoleBinding"
+                        and {"kind": "ServiceAccount", "name": account,
+                             "namespace": job["metadata"]["namespace"]} in b["subjects"]]
+            roles = {b["roleRef"]["name"] for b in bindings}
+            rules = [r for c in kids if c["kind"] == "Role" and c["metadata"]["name"] in roles for r in c["rules"]
+                     if "batch" in r["apiGroups"]]  # (other rules, e.g. Events, are test_security_rbac's)
+            assert rules and all(r["verbs"] == ["get", "patch"] and r["resources"] == ["jobs"] for r in rules), name
+            assert any(name in r["resourceNames"] for r in rules), f"{name}: its Role does not name it"
+    assert seen >= {"publish", "upload-server", "cleanup", "catalog-probe"}

@@ -32,11 +32,11 @@ from urllib.parse import quote
 
 import pytest
 
+from devstack.registry import RegistryServer
 from hooks.app import create_app
 from lib import credentials
 from lib.api.naming import model_repository
 from lib.registry_token import generate_signing_key
-from tests.support.registry import RegistryServer
 from tests.test_security_pods import CFG, HF_TOKEN, SCENARIOS, _children
 from tests.test_upload_server import TOKEN as UPLOAD_TOKEN
 from tests.test_upload_server import start  # noqa: F401  (fixture)
@@ -217,8 +217,8 @@ def _publish(tmp_path: Path, hub_endpoint: str, registry: RegistryServer, token:
 
 
 def test_worker_result_and_output_never_carry_the_source_token(tmp_path, registry):
-    from tests.support.hf_hub import HubStandIn
-    from tests.support.models import make_safetensors_model
+    from devstack.hf_hub import HubStandIn
+    from devstack.models import make_safetensors_model
 
     granted, other = "hf_GrantedTokenValue0123456789", "hf_NotGrantedTokenValue0123456"
     wrong = "hf_UnknownTokenValue0123456789"
@@ -241,7 +241,7 @@ def test_worker_result_and_output_never_carry_the_source_token(tmp_path, registr
 def test_upload_server_never_echoes_tokens(start, tmp_path, capfd):  # noqa: F811
     import requests
 
-    from tests.support.models import make_gguf
+    from devstack.models import make_gguf
 
     server = start()
     near_miss = UPLOAD_TOKEN[:-1] + "y"
@@ -266,7 +266,7 @@ def test_upload_server_never_echoes_tokens(start, tmp_path, capfd):  # noqa: F81
 CHECKED = {
     "lib/credentials.py": "verify",
     "hooks/token.py": "issue",
-    "jobs/upload_server.py": None,
+    "lib/upload/session.py": None,
     "lib/signing_keys.py": None,
 }
 SECRET_WORDS = ("token", "password", "passwd", "secret", "signature", "mac", "digest_of", "expected", "key")

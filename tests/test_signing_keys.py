@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.registry import free_port
 from hooks import model as hooks_model
 from hooks import token
 from hooks import workload as workload_hooks
@@ -26,7 +27,6 @@ from lib.api.naming import derive_secret
 from lib.config import Config, ConfigError
 from lib.signing_keys import DEVELOPMENT_KEY, MIN_KEY_BYTES, SigningKeyError, SigningKeys, key_id
 from tests.support import hookreq as hr
-from tests.support.registry import free_port
 from tests.test_workload_hooks import model as ready_model
 from tests.test_workload_hooks import related, workload
 

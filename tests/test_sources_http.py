@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
+from lib.byte_ranges import ContentRange, parse_content_range
+from lib.retry import RetryPolicy
 from lib.sources.http import (
     ContentMismatch,
     HttpClient,
     HttpError,
+    HttpPolicy,
     HttpStatusError,
-    RetryPolicy,
     Unavailable,
-    backoff_delay,
     origin,
-    parse_content_range,
     rate_limit_wait,
 )
 
@@ -52,11 +52,11 @@ def test_rate_limit_wait(headers: dict[str, str], wait: float | None) -> None:
 
 
 def test_backoff_delay_doubles_with_jitter_and_caps() -> None:
-    p = RetryPolicy(backoff=1.0, max_backoff=10.0)
-    assert backoff_delay(1, p, lambda: 0.0) == 0.5
-    assert backoff_delay(1, p, lambda: 1.0) == 1.0
-    assert backoff_delay(3, p, lambda: 1.0) == 4.0
-    assert backoff_delay(20, p, lambda: 1.0) == 10.0
+    p = RetryPolicy(base_delay=1.0, max_delay=10.0, jitter=True)
+    assert p.delay(1, lambda: 0.0) == 0.5
+    assert p.delay(1, lambda: 1.0) == 1.0
+    assert p.delay(3, lambda: 1.0) == 4.0
+    assert p.delay(20, lambda: 1.0) == 10.0
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,11 @@ def test_backoff_delay_doubles_with_jitter_and_caps() -> None:
     [("bytes 0-9/10", (0, 9, 10)), ("bytes 5-9/*", (5, 9, None)), ("bytes */10", None), ("items 0-1/2", None)],
 )
 def test_parse_content_range(value: str, parsed: tuple | None) -> None:
-    assert parse_content_range(value) == parsed
+    if parsed is None:
+        with pytest.raises(ValueError):
+            parse_content_range(value)
+    else:
+        assert parse_content_range(value) == ContentRange(*parsed)
 
 
 def test_origin_normalises_default_ports() -> None:
@@ -127,7 +131,7 @@ def serve(script: Callable[[str, dict[str, str]], Answer], host: str = "127.0.0.
     return Scripted(host, script)
 
 
-FAST = RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.002, connect_timeout=2, read_timeout=2)
+FAST = HttpPolicy(retry=RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002), connect_timeout=2, read_timeout=2)
 BODY = bytes(range(256)) * 40
 
 
@@ -249,12 +253,12 @@ def test_503_retry_after_is_honoured_then_gives_up() -> None:
         with pytest.raises(Unavailable, match="HTTP 503"):
             c.request(s.url)
     assert sleeps == [2.0, 2.0]
-    assert len(s.seen) == FAST.attempts
+    assert len(s.seen) == FAST.retry.attempts
 
 
 def test_429_without_headers_backs_off_and_gives_up_after_budget() -> None:
     sleeps: list[float] = []
-    policy = RetryPolicy(rate_limit_attempts=4, backoff=0.001, max_backoff=0.002)
+    policy = HttpPolicy(retry=RetryPolicy(base_delay=0.001, max_delay=0.002), rate_limit_attempts=4)
     with serve(lambda p, h: (429, {}, b"")) as s, client(sleep=sleeps.append, policy=policy) as c:
         with pytest.raises(Unavailable, match="rate limited"):
             c.get_json(s.url)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.hf_hub import HubStandIn
 from lib.api.types import Reason
+from lib.retry import RetryPolicy
 from lib.sources.base import SourceError, SourceFile, SourceSnapshot
-from lib.sources.http import RetryPolicy
+from lib.sources.http import HttpPolicy
 from lib.sources.huggingface import (
     HuggingFaceSource,
     classify,
@@ -22,11 +24,10 @@ from lib.sources.huggingface import (
     select_files,
 )
 from lib.sources.urls import parse_source_url
-from tests.support.hf_hub import HubStandIn
 
 GOOD = "hf_alice"  # a valid token, granted where a test says so
 OTHER = "hf_bob"  # a valid token never granted anything
-FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, connect_timeout=2, read_timeout=2)
+FAST = HttpPolicy(retry=RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05), connect_timeout=2, read_timeout=2)
 
 
 def read_all(f: SourceFile, offset: int = 0) -> bytes:
@@ -127,7 +128,7 @@ def test_public_repo_real_model(minilm_hub: HubStandIn, minilm_dir: Path) -> Non
         "language": "en",
     }
     # The ModelPack descriptor's facts: the repo id, its canonical page, the commit's date.
-    from tests.support.hf_hub import commit_date
+    from devstack.hf_hub import commit_date
 
     assert snap.name == "sentence-transformers/all-MiniLM-L6-v2"
     assert snap.source_url == "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2"
@@ -382,7 +383,7 @@ def test_small_file_cut_resumes_and_still_passes_git_check(hub: HubStandIn) -> N
 
 def test_stalled_read_times_out_and_resumes(hub: HubStandIn) -> None:
     hub.add_repo("acme/tiny", SMALL_REPO)
-    policy = RetryPolicy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=0.5)
+    policy = HttpPolicy(retry=RetryPolicy(attempts=3, base_delay=0.01), connect_timeout=2, read_timeout=0.5)
     snap = source(hub, "https://huggingface.co/acme/tiny", policy=policy).snapshot()
     hub.stall("model.safetensors", 2 * 1024 * 1024, seconds=4)
     hub.log.clear()
@@ -394,7 +395,7 @@ def test_stalled_read_times_out_and_resumes(hub: HubStandIn) -> None:
 
 def test_stalled_forever_is_unavailable(hub: HubStandIn) -> None:
     hub.add_repo("acme/tiny", SMALL_REPO)
-    policy = RetryPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=0.3)
+    policy = HttpPolicy(retry=RetryPolicy(attempts=2, base_delay=0.01), connect_timeout=2, read_timeout=0.3)
     snap = source(hub, "https://huggingface.co/acme/tiny", policy=policy).snapshot()
     hub.stall("model.safetensors", 100, seconds=1.5, times=5)
     with pytest.raises(SourceError) as info:

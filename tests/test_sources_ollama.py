@@ -10,23 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from devstack.models import PLAIN_TEMPLATE, make_gguf
+from devstack.ollama_registry import OCI_MANIFEST, BlobRedirector, push_ollama_model
+from devstack.registry import RegistryServer
 from lib.api.types import Reason
+from lib.oci.manifests import parse_image_manifest as parse_manifest
+from lib.retry import RetryPolicy
 from lib.sources.base import SourceError, SourceFile, SourceSnapshot
-from lib.sources.http import RetryPolicy
 from lib.sources.ollama import (
     MODEL,
     Descriptor,
     OllamaSource,
     config_hints,
     layer_files,
-    parse_manifest,
 )
 from lib.sources.urls import parse_source_url
-from tests.support.models import PLAIN_TEMPLATE, make_gguf
-from tests.support.ollama_registry import OCI_MANIFEST, BlobRedirector, push_ollama_model
-from tests.support.registry import RegistryServer
 
-FAST = RetryPolicy(attempts=2, backoff=0.01, connect_timeout=2, read_timeout=5)
+FAST = RetryPolicy(attempts=2, base_delay=0.01)
 TEMPLATE = b"{{ if .System }}<|system|>{{ .System }}{{ end }}<|user|>{{ .Prompt }}<|assistant|>"
 PARAMS = json.dumps({"stop": ["<|user|>"], "temperature": 0.7}).encode()
 
@@ -58,7 +58,7 @@ def standard_layers(gguf_file: Path) -> list[tuple[str, bytes | Path]]:
 
 
 def src(registry_url: str, url: str) -> OllamaSource:
-    return OllamaSource(parse_source_url(url), registry=registry_url, policy=FAST)
+    return OllamaSource(parse_source_url(url), registry=registry_url, retry=FAST, timeout=(2, 5))
 
 
 def check_files(snap: SourceSnapshot, blobs: dict[str, bytes | Path]) -> None:
@@ -250,7 +250,7 @@ def test_config_not_json(registry: RegistryServer, gguf_file: Path) -> None:
 
 
 def test_unreachable_registry_is_unavailable() -> None:
-    from tests.support.registry import free_port
+    from devstack.registry import free_port
 
     err = snapshot_error(f"http://127.0.0.1:{free_port()}", "https://ollama.com/library/qwen3")
     assert err.reason == Reason.SOURCE_UNAVAILABLE

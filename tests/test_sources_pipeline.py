@@ -16,20 +16,21 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack.hf_hub import HubStandIn
+from devstack.models import PLAIN_TEMPLATE, make_gguf, make_safetensors_model
+from devstack.ollama_registry import push_ollama_model
+from devstack.registry import RegistryServer
 from lib.api.types import Reason
 from lib.oci.client import RegistryClient
 from lib.oci.reference import Reference
 from lib.publish import PublishError, publish
+from lib.retry import RetryPolicy
 from lib.sources.base import SourceError
-from lib.sources.http import RetryPolicy
+from lib.sources.http import HttpPolicy
 from lib.sources.huggingface import HuggingFaceSource
 from lib.sources.ollama import OllamaSource
-from tests.support.hf_hub import HubStandIn
-from tests.support.models import PLAIN_TEMPLATE, make_gguf, make_safetensors_model
-from tests.support.ollama_registry import push_ollama_model
-from tests.support.registry import RegistryServer
 
-FAST = RetryPolicy(attempts=3, backoff=0.01, connect_timeout=2, read_timeout=5)
+FAST = HttpPolicy(retry=RetryPolicy(attempts=3, base_delay=0.01), connect_timeout=2, read_timeout=5)
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -118,7 +119,7 @@ def test_ollama_model_published(registry: RegistryServer, tmp_path: Path) -> Non
                 ("license", b"Apache-2.0")],
     )
     dest = destination(registry)
-    snap = OllamaSource(f"https://ollama.com/library/{name}:1b", registry=registry.url, policy=FAST).snapshot()
+    snap = OllamaSource(f"https://ollama.com/library/{name}:1b", registry=registry.url, retry=FAST.retry, timeout=(FAST.connect_timeout, FAST.read_timeout)).snapshot()
     result = publish(snap, dest, RegistryClient(registry.host, insecure=True))
     assert result["source"] == {"resolvedType": "Ollama", "resolvedRevision": "1b", "remoteDigest": pushed.digest}
     assert result["resolved"]["format"] == "GGUF"

@@ -25,6 +25,7 @@ from hooks.token import Scope, narrow
 from jobs.sweep import live_repositories, orphans
 from lib import credentials
 from lib.api.naming import model_repository
+from lib.capacity import USAGE_CONFIGMAP, total_used
 from lib.config import Config
 from tests.support import hookreq as hr
 from tests.support.dmcr import DmcrServer
@@ -98,7 +99,7 @@ def test_finalize_in_a_terminating_namespace_finishes_at_once_without_a_job():
     # In a live namespace the Model cleans up after itself, as before.
     req = hr.sync_request(m, (), [_namespace(False)], finalizing=True, related_types=("Pod.v1", "Namespace.v1"))
     out = hooks_model.model_finalize(req, CFG)
-    assert out["finalized"] is False and [c["kind"] for c in out["children"]] == ["Secret", "Job"]
+    assert out["finalized"] is False and [c["kind"] for c in out["children"]] == ["Secret", "ServiceAccount", "Role", "RoleBinding", "Job"]
 
 
 def test_customize_relates_the_models_namespace_only_for_models():
@@ -138,9 +139,25 @@ def test_sweep_deletes_exactly_the_artifacts_whose_object_is_gone(kube, kube_nam
     gone_repo = model_repository(namespace=kube_namespace, name="deleted", uid="0000-gone")
     gone_cluster = model_repository(namespace=None, name="deleted-cluster", uid="0000-gone-too")
     pushed = {repo: dmcr.push_artifact(repo, ("latest",))[0] for repo in (live_repo, gone_repo, gone_cluster)}
+    # A published artifact's size: the sweep records the total for the capacity check (lib/capacity.py).
+    api.patch_namespaced_custom_object_status("ai.deckhouse.io", "v1alpha1", kube_namespace, "models", "keep", {
+        "status": {"artifact": {"uri": f"{dmcr.host}/{live_repo}@{pushed[live_repo]}", "digest": pushed[live_repo],
+                                "sizeBytes": 123456789}}})
     key_file = tmp_path / "signing.key"
     key_file.write_bytes(KEY)
-    env = {**os.environ, "AI_MODELS_SIGNING_KEY_FILE": str(key_file)}
+    env = {**os.environ, "AI_MODELS_SIGNING_KEY_FILE": str(key_file), "AI_MODELS_NAMESPACE": kube_namespace}
+    core = client.CoreV1Api(kube.client)
+
+    def usage_record() -> dict | None:
+        try:
+            return core.read_namespaced_config_map(USAGE_CONFIGMAP, kube_namespace).data
+        except client.ApiException as e:
+            assert e.status == 404
+            return None
+
+    def expected_usage() -> int:
+        return total_used(o for plural in ("models", "clustermodels")
+                          for o in api.list_cluster_custom_object("ai.deckhouse.io", "v1alpha1", plural)["items"])
 
     def run(*extra: str) -> dict:
         result = tmp_path / "result.json"
@@ -153,13 +170,19 @@ def test_sweep_deletes_exactly_the_artifacts_whose_object_is_gone(kube, kube_nam
 
     dry = run("--dry-run")
     assert dry["orphans"] >= 2 and dry["deleted"] == 0
+    assert usage_record() is None and dry["usage"]["written"] is False  # a dry run writes nothing
     assert all(_manifest_exists(dmcr, repo, d) for repo, d in pushed.items())
     out = run()
     assert out["deleted"] >= 2 and out["live"] >= 1
     assert _manifest_exists(dmcr, live_repo, pushed[live_repo])
     assert not _manifest_exists(dmcr, gone_repo, pushed[gone_repo])
     assert not _manifest_exists(dmcr, gone_cluster, pushed[gone_cluster])
-    assert run()["deleted"] == 0  # converged
+    record = usage_record()
+    assert out["usage"] == {"usedBytes": expected_usage(), "written": True} and expected_usage() >= 123456789
+    assert record is not None and record["usedBytes"] == str(expected_usage()) and record["updatedAt"]
+    again = run()
+    assert again["deleted"] == 0  # converged
+    assert again["usage"]["written"] is False and usage_record() == record  # unchanged: not rewritten
 
 
 def test_sweep_without_signing_keys_fails_clearly(tmp_path):

@@ -2,8 +2,9 @@
 
 The adversary owns namespace ``team-b`` with everything a namespace admin may
 do there: create Pods, Jobs, Secrets, ConfigMaps, Services and Ingresses with
-any labels, annotations and ownerReferences, and edit its own workloads'
-annotations. It cannot write any object's status subresource, nor anything in
+any labels, annotations and ownerReferences, and edit its own workloads' and
+Jobs' annotations (the worker's result is one: ``ai.deckhouse.io/result`` on
+its Job). It cannot write any object's status subresource, nor anything in
 another namespace (deploy/rbac/user-roles.yaml). Each test below is one path
 it tries towards namespace ``team-a``'s models or the module's secrets, and
 proves the attempt fails and nothing leaks. docs/security.md's threat table
@@ -66,7 +67,7 @@ def post(http, path: str, body: Obj) -> Obj:
 
 def model_sync(http, parent: Obj, children=(), related=()) -> Obj:
     kind = "clustermodel" if parent["kind"] == "ClusterModel" else "model"
-    req = hr.sync_request(parent, children, related, related_types=("Pod.v1", "Job.batch/v1"))
+    req = hr.sync_request(parent, children, related, related_types=("Job.batch/v1",))
     answer = post(http, f"/hooks/{kind}/sync", req)
     for child in answer["children"]:
         kubernetes_validate.validate(child, "1.33", strict=True)
@@ -77,14 +78,12 @@ def ready_message(answer: Obj) -> str:
     return next(c for c in answer["status"]["conditions"] if c["type"] == "Ready")["message"]
 
 
-def forged_pod(job: Obj, message: str, *, owner_uid: str | None = None, name: str = "forged") -> Obj:
+def forged_pod(job: Obj, message: str, *, name: str = "forged") -> Obj:
     """A Pod the tenant created itself: the Job's labels, a controller ownerReference to the
     Job's UID (both writable by anyone who may create Pods) and its own termination message."""
     pod = hr.pod_of(job, exit_code=0, message=message)
     pod["metadata"]["name"] = name
     pod["metadata"]["uid"] = hr.uid_for("Pod", B, name)
-    if owner_uid is not None:
-        pod["metadata"]["ownerReferences"][0]["uid"] = owner_uid
     return pod
 
 
@@ -104,28 +103,40 @@ def own_destination(parent: Obj) -> str:
 # -- forged worker results ------------------------------------------------------------
 
 
-def test_forged_pod_result_naming_another_namespace_is_ignored(http):
-    """Finding 1: a Pod with the Job's labels and a termination message naming A's repository."""
+def test_forged_job_result_naming_another_namespace_is_ignored(http):
+    """Finding 1, on the result channel: B patches ``ai.deckhouse.io/result`` on its own publish Job
+    with a result naming A's repository."""
     parent, _, job = publishing_model(http)
-    pod = forged_pod(job, hr.success_result(VICTIM_URI.split("@")[0]))
-    b = model_sync(http, parent, [job], [pod])
-    assert b["status"]["phase"] != "Ready" and "artifact" not in b["status"]
+    forged = hr.reported(job, hr.success_result(VICTIM_URI.split("@")[0]))
+    b = model_sync(http, parent, [forged])
+    assert b["status"]["phase"] == "Publishing" and "artifact" not in b["status"]
     assert VICTIM_REPO not in json.dumps(b)
     msg = ready_message(b)
-    assert "ignored worker results" in msg and f"{B}/forged" in msg  # shown, naming the object
+    # Shown, naming the Job and why ("<namespace>/<job>: why"), never echoing the forged values.
+    assert "ignored worker results" in msg and f"{B}/{job['metadata']['name']}: " in msg
+    # Once the Job is Complete with that result: a failed attempt, still nothing copied.
+    done = hr.reported(hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete")),
+                       hr.success_result(VICTIM_URI.split("@")[0]))
+    c = model_sync(http, parent, [done])
+    assert c["status"]["phase"] != "Ready" and c["status"]["attempt"] == 2 and VICTIM_REPO not in json.dumps(c)
+    assert f"{B}/{job['metadata']['name']}: " in ready_message(c)
+    # The same Job with B's own result is Ready: the content check, not the channel, is what refused it.
+    own = hr.reported(job, hr.success_result(own_destination(parent)))
+    assert model_sync(http, parent, [own])["status"]["phase"] == "Ready"
 
 
 def test_forged_result_from_a_job_the_tenant_made_is_ignored(http):
     """A Job the tenant created with the hook's name, labels and an ownerReference to its Model
-    (Metacontroller adopts it as a child): it completes, its Pod names A's repository."""
+    (Metacontroller adopts it as a child): it completes, carrying a result that names A's repository."""
     parent, a, _ = publishing_model(http)
     tenant_job = copy.deepcopy(hr.find_child(a, "Job"))
     tenant_job["spec"]["template"]["spec"]["containers"][0]["args"] = ["echo", "forged"]
     job = hr.observe(tenant_job, status=hr.job_status(succeeded=1, condition="Complete",
                                                         finished="2026-01-01T00:10:00Z"))
-    pod = hr.pod_of(job, exit_code=0, message=hr.success_result(VICTIM_URI.split("@")[0]))
-    b = model_sync(http, parent, [job], [pod])
+    job = hr.reported(job, hr.success_result(VICTIM_URI.split("@")[0]))
+    b = model_sync(http, parent, [job])
     assert b["status"]["phase"] != "Ready" and VICTIM_REPO not in json.dumps(b["status"])
+    assert "ignored worker results" in ready_message(b)
     # It retries with a new attempt instead: a Complete Job without a trustworthy result.
     assert b["status"]["attempt"] == 2
 
@@ -151,27 +162,51 @@ def test_malformed_results_for_the_own_repository_are_ignored(http, artifact):
     result["artifact"].update(artifact)
     result["artifact"]["uri"] = result["artifact"].get("uri", "{dest}@" + result["artifact"]["digest"])
     result["artifact"]["uri"] = result["artifact"]["uri"].format(dest=dest, repo=dest.split("/", 1)[1])
-    b = model_sync(http, parent, [job], [hr.pod_of(job, exit_code=0, message=json.dumps(result))])
+    b = model_sync(http, parent, [hr.reported(job, json.dumps(result))])
     assert b["status"]["phase"] != "Ready" and "artifact" not in b["status"]
+    assert f"ignored worker results that are not this model's: {B}/{job['metadata']['name']}: " in ready_message(b)
 
 
-def test_a_pod_not_controlled_by_the_observed_job_is_not_read(http):
+def test_pods_with_forged_termination_messages_are_never_read(http):
+    """The hooks never read Pods (customize relates none; a stale rule that still sent them changes
+    nothing): a Pod of B's with the Job's labels, a controller reference to the observed Job and a
+    termination message that would pass the content check (B's own repository) is not a result."""
     parent, _, job = publishing_model(http)
-    pod = forged_pod(job, hr.success_result(own_destination(parent)), owner_uid="some-other-uid")
+    own = hr.success_result(own_destination(parent))
+    pod = forged_pod(job, own)
     b = model_sync(http, parent, [job], [pod])
     assert b["status"]["phase"] == "Publishing" and "artifact" not in b["status"]
+    assert "ignored worker results" not in ready_message(b)  # not even looked at
+    done = hr.observe(job, status=hr.job_status(succeeded=1, condition="Complete"))
+    c = model_sync(http, parent, [done], [forged_pod(done, own)])
+    assert c["status"]["phase"] != "Ready" and c["status"]["attempt"] == 2 and "artifact" not in c["status"]
+    # At deletion: no digest from a Pod, so nothing to clean up.
+    deleting = copy.deepcopy(parent)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+    out = post(http, "/hooks/model/finalize", hr.sync_request(deleting, [job], [pod], finalizing=True))
+    assert out["finalized"] is True and out["children"] == []
+    # No hook asks Metacontroller for Pods.
+    for path, obj in (("/hooks/model/customize", parent), ("/hooks/model/customize", hr.model("c", B, source={
+            "catalog": {"name": "x"}})), ("/hooks/clustermodel/customize", hr.cluster_model("shared"))):
+        rules = post(http, path, hr.customize_request(obj))["relatedResources"]
+        assert not any(r["resource"] == "pods" for r in rules), (path, rules)
 
 
 def test_finalize_never_cleans_up_or_reports_another_repository(http):
-    """A forged result at deletion time: no cleanup of A's artifact, no credential for it."""
+    """A forged result at deletion time (on B's publish Job): no cleanup of A's artifact, no credential
+    for it."""
     parent = hr.model("thief", B, status={"phase": "Publishing", "attempt": 1})
     parent["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
-    job = hr.observe(hr.find_child(model_sync(http, hr.model("thief", B)), "Job"))
-    pod = forged_pod(job, hr.success_result(VICTIM_URI.split("@")[0]))
-    req = hr.sync_request(parent, [], [pod], finalizing=True)
-    out = post(http, "/hooks/model/finalize", req)
+    job = hr.observe(hr.find_child(model_sync(http, hr.model("thief", B)), "Job"),
+                     status=hr.job_status(succeeded=1, condition="Complete"))
+    forged = hr.reported(job, hr.success_result(VICTIM_URI.split("@")[0], digest=DIGEST))
+    out = post(http, "/hooks/model/finalize", hr.sync_request(parent, [forged], finalizing=True))
     assert out["finalized"] is True and out["children"] == []  # nothing of B's was published
-    assert VICTIM_REPO not in json.dumps(out)
+    assert VICTIM_REPO not in json.dumps(out) and DIGEST not in json.dumps(out)
+    # The same result for B's own repository is cleaned up (with a credential for that repository only).
+    own = hr.reported(job, hr.success_result(own_destination(parent), digest=DIGEST))
+    out = post(http, "/hooks/model/finalize", hr.sync_request(parent, [own], finalizing=True))
+    assert out["finalized"] is False and DIGEST in json.dumps(out) and VICTIM_REPO not in json.dumps(out)
 
 
 def test_forged_progress_annotation_and_counters_are_not_copied(http):
@@ -326,7 +361,7 @@ def test_catalog_credential_is_never_copied_into_a_tenant_namespace(http):
         "registry.corp.example", "reader", "s3cret-catalog-password")}, "kubernetes.io/dockerconfigjson")
     probe = hr.model("probe", B, source={"catalog": {"name": "does-not-exist", "sourceName": "corp"}})
     real = hr.model("real", B, source={"catalog": {"name": "llama", "sourceName": "corp"}})
-    mtypes = ("Pod.v1", "Job.batch/v1", "ModelCatalogSource.ai.deckhouse.io/v1alpha1")
+    mtypes = ("Job.batch/v1", "ModelCatalogSource.ai.deckhouse.io/v1alpha1")
     seen = []
     for parent in (probe, real):
         first = post(http, "/hooks/model/sync", hr.sync_request(parent, (), [src], related_types=mtypes))
@@ -338,7 +373,7 @@ def test_catalog_credential_is_never_copied_into_a_tenant_namespace(http):
         src, (), [cred, *stored],
         child_types=("Job.batch/v1", "Secret.v1", "ServiceAccount.v1", "Role.rbac.authorization.k8s.io/v1",
                      "RoleBinding.rbac.authorization.k8s.io/v1"),
-        related_types=("Pod.v1", "Secret.v1", "Model.ai.deckhouse.io/v1alpha1",
+        related_types=("Secret.v1", "Model.ai.deckhouse.io/v1alpha1",
                        "ClusterModel.ai.deckhouse.io/v1alpha1")))
     seen.append(src_answer)
     for answer in seen:
@@ -408,10 +443,10 @@ def test_upload_paths_never_collide_across_kinds_namespaces_and_names(http):
 
 
 def test_e2e_forged_result_gets_no_weights_and_no_other_upload(tmp_path, minilm_dir):
+    from devstack import models
+    from devstack.stack import LocalModule
     from lib.oci.client import RegistryClient
     from lib.oci.errors import RegistryError
-    from tests.support import models
-    from tests.support.stack import LocalModule
 
     with LocalModule(tmp_path / "module", backend="kube") as m:
         for ns in (A, B):
@@ -451,20 +486,21 @@ def test_e2e_forged_result_gets_no_weights_and_no_other_upload(tmp_path, minilm_
         victim = m.cluster.get("Model", "secret-model", A)
         victim_uri = victim["status"]["artifact"]["uri"]
 
-        # B forges its worker's result: a Pod with the upload Job's labels and controller reference.
+        # B forges its worker's result: it patches the result annotation on its own upload Job.
         thief = m.cluster.get("Model", "thief", B)
         job = next(j for j in m.cluster.list("Job", B, {"ai.deckhouse.io/model-uid": thief["metadata"]["uid"]}))
-        pod = hr.pod_of(job, exit_code=0, message=json.dumps({"artifact": {
+        jname = job["metadata"]["name"]
+        forged = json.dumps({"artifact": {
             "uri": victim_uri, "digest": victim_uri.split("@")[1], "sizeBytes": 1,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json"}}))
-        pod["metadata"]["name"] = "forged"
-        pod["spec"]["nodeName"] = "b-owned-node"  # created bound: no kubelet here runs it
-        m.cluster.apply(pod)
-        m.cluster.set_status("Pod", "forged", B, pod["status"])
-        assert m.run_until(lambda: "forged" in json.dumps(m.cluster.get("Model", "thief", B)["status"])
+            "mediaType": "application/vnd.oci.image.manifest.v1+json"}})
+        assert m.cluster.patch_metadata("Job", jname, B, annotations={"ai.deckhouse.io/result": forged})
+        # The hook read it (the condition names the Job and why) and refused it.
+        assert m.run_until(lambda: f"{B}/{jname}: " in json.dumps(m.cluster.get("Model", "thief", B)["status"])
                            or m.phase("Model", "thief", B) == "Ready", timeout=30)
+        assert m.phase("Model", "thief", B) != "Ready"
         thief = m.cluster.get("Model", "thief", B)
         assert thief["status"]["phase"] == "WaitForUpload" and "artifact" not in thief["status"], thief["status"]
+        assert victim_uri not in json.dumps(thief["status"])
 
         # B's Deployment naming its Model is held, and no pull Secret grants A's repository.
         m.apply({"apiVersion": "apps/v1", "kind": "Deployment",

@@ -28,18 +28,18 @@ import pytest
 import requests
 import zstandard
 
-from jobs import cli
-from jobs.upload_server import run_session
-from lib.oci.client import RegistryClient
-from lib.oci.errors import NotFound
-from tests.support.models import (
+from devstack.models import (
     make_diffusers_tree,
     make_gguf,
     make_safetensors_model,
     safetensors_variants,
     truncate_copy,
 )
-from tests.support.registry import RegistryServer, free_port
+from devstack.registry import RegistryServer, free_port
+from jobs import cli
+from jobs.upload_server import run_session
+from lib.oci.client import RegistryClient
+from lib.oci.errors import NotFound
 from tests.test_archive import zeros_zip
 
 TOKEN = "upload-token-" + "x" * 20

@@ -19,8 +19,8 @@ import jsonpatch
 import pytest
 import requests
 
-from tests.support.registry import free_port
-from tests.support.tls import make_ca_and_cert
+from devstack.registry import free_port
+from devstack.tls import make_ca_and_cert
 from tests.test_webhook_mutate import review
 from tests.test_workload_hooks import CONTROLLER, model, related, workload
 

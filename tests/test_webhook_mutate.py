@@ -325,8 +325,8 @@ def test_registry_ca_reaches_the_init_container(ca, insecure, flags, items):
 
 def test_unknown_delivery_mode_passes_with_a_warning():
     obj = workload(model_names="m")
-    m = delivery.mutate_object(obj, Config(delivery_mode="NodeCache"))
-    assert m.patch == [] and any("NodeCache" in w for w in m.warnings)
+    m = delivery.mutate_object(obj, Config(delivery_mode="ImageVolume"))  # designed, not implemented
+    assert m.patch == [] and any("ImageVolume" in w for w in m.warnings)
 
 
 def test_dotted_and_long_model_names_give_valid_container_names(client):

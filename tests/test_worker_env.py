@@ -223,6 +223,7 @@ def run_worker(worker_env, *argv: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # worker_env: a clean venv like the worker image (~45 s)
 def test_worker_help_runs_in_a_clean_environment(worker_env):
     proc = run_worker(worker_env, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -230,6 +231,7 @@ def test_worker_help_runs_in_a_clean_environment(worker_env):
         assert command in proc.stdout
 
 
+@pytest.mark.slow  # worker_env: a clean venv like the worker image (~45 s)
 def test_every_worker_command_imports_in_a_clean_environment(worker_env):
     """``--help`` of each command; ``publish`` also imports every source adapter and the pipeline."""
     [sub] = [a for a in cli_parser()._actions if isinstance(a, argparse._SubParsersAction)]
@@ -251,6 +253,7 @@ def test_every_worker_command_imports_in_a_clean_environment(worker_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # worker_env: a clean venv like the worker image (~45 s)
 def test_the_clean_environment_has_no_test_tools(worker_env):
     """What passes here would pass in the image: nothing from requirements-dev.txt leaked in."""
     py, _ = worker_env

@@ -5,4 +5,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 cd "$ROOT"
-exec "$PY" -m tests.support.kube down --state "${1:-$ROOT/.cache/kube/state}"
+exec "$PY" -m devstack.control_plane down --state "${1:-$ROOT/.cache/kube/state}"

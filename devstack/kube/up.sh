@@ -8,4 +8,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 cd "$ROOT"
 "$ROOT/devstack/kube/down.sh" "${1:-$ROOT/.cache/kube/state}" >/dev/null 2>&1 || true
-exec "$PY" -m tests.support.kube up --state "${1:-$ROOT/.cache/kube/state}"
+exec "$PY" -m devstack.control_plane up --state "${1:-$ROOT/.cache/kube/state}"

@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.materialize import MARKER
 from jobs.node_cache import mounts
+from lib.pull import MARKER
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 STAGING, TRASH, TARGETS = ".staging", ".trash", ".targets"

@@ -23,16 +23,17 @@ from pathlib import Path
 import grpc
 from google.protobuf import wrappers_pb2
 
-from jobs.materialize import CorruptBlob, Layers, MaterializeError, materialize, read_manifest
 from jobs.node_cache import csi_pb2 as pb
 from jobs.node_cache import csi_pb2_grpc as pb_grpc
 from jobs.node_cache import mounts
 from jobs.node_cache.cache import CacheFull, NodeCache
 from jobs.node_cache.metrics import Metrics
 from lib.oci.auth import credentials_from_docker_config
-from lib.oci.client import RegistryClient, RetryPolicy
+from lib.oci.client import RegistryClient
 from lib.oci.errors import AuthError, DigestMismatch, NotFound, RegistryError, TLSError, Unreachable
 from lib.oci.reference import InvalidReference, Reference
+from lib.pull import CorruptBlob, Layers, MaterializeError, materialize, read_manifest
+from lib.retry import RetryPolicy
 
 DRIVER = "models.ai.deckhouse.io"
 VERSION = "0.1.0"

@@ -17,6 +17,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Labels and annotations owned by the module.
 LABEL_MODEL_UID = "ai.deckhouse.io/model-uid"
 ANNOTATION_PROGRESS = "ai.deckhouse.io/progress"
+# The worker's result JSON, patched onto its own Job before it exits (jobs/own_job.py).
+ANNOTATION_RESULT = "ai.deckhouse.io/result"
 ANNOTATION_MODEL = "ai.deckhouse.io/model"
 ANNOTATION_CLUSTERMODEL = "ai.deckhouse.io/clustermodel"
 SCHEDULING_GATE = "ai.deckhouse.io/model-delivery"

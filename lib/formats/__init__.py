@@ -1,5 +1,7 @@
 """Format detection, header verification and metadata resolution.
 
+- ``facts``: ``FileFacts`` and the ``Inspector`` protocol, the vocabulary the
+  parsers share (below them, so nothing here imports in a cycle);
 - ``inspect``: streaming per-file inspectors fed the bytes the pipeline moves
   anyway (``inspector_for(path)``, ``feed``, ``finish`` → ``FileFacts``);
 - ``gguf`` / ``safetensors``: bounded incremental header parsers;
@@ -13,7 +15,8 @@ Nothing in this package does I/O: callers hand it names and bytes.
 """
 
 from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts, Inspector, inspector_for
+from lib.formats.facts import FileFacts, Inspector
+from lib.formats.inspect import inspector_for
 from lib.formats.layout import Layout, detect_layout
 from lib.formats.metadata import Resolution, resolve
 

@@ -31,7 +31,7 @@ from typing import Any
 import gguf as gguf_lib
 
 from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts, template_flags, total_size
+from lib.formats.facts import FileFacts, template_flags, total_size
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)

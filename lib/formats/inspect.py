@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
 
 from lib.formats.errors import FormatError
-
-FileKind = Literal["gguf", "safetensors", "json", "other"]
+from lib.formats.facts import FileFacts, FileKind, Inspector, total_size
 
 # Small files whose content metadata resolution reads. Larger ones are counted only.
 KEEP_CAP = 4 << 20
@@ -53,67 +50,6 @@ KEEP_PREFIX = {"README.md": 64 << 10}
 STRICT_JSON = frozenset(
     {"config.json", "model_index.json", "modules.json", "config_sentence_transformers.json"}
 )
-
-
-@dataclass
-class FileFacts:
-    """What one file turned out to be.
-
-    ``gguf`` and ``safetensors`` hold the header facts of those formats (see
-    ``lib.formats.gguf.GGUFHeader.facts`` and
-    ``lib.formats.safetensors.SafetensorsHeader.facts``); ``content`` holds the
-    bytes of small metadata files (``KEEP_NAMES``), else ``None``.
-    """
-
-    path: str
-    size: int
-    kind: FileKind
-    gguf: dict[str, Any] | None = None
-    safetensors: dict[str, Any] | None = None
-    content: bytes | None = None
-
-    def json(self) -> Any:
-        """The kept content parsed as JSON, or ``None`` (not kept, or not JSON)."""
-        if self.content is None:
-            return None
-        try:
-            return json.loads(self.content)
-        except ValueError:
-            return None
-
-
-class Inspector(Protocol):
-    """Fed the chunks of one file in order, then finished once.
-
-    Normally every chunk is fed and ``finish()`` validates against the bytes
-    seen. A caller that already knows the file (a blob the registry holds)
-    may stop feeding once ``wants_more`` is false and pass the true size to
-    ``finish(size)``: the header checks then run against that size.
-    """
-
-    path: str
-
-    @property
-    def wants_more(self) -> bool:
-        """Whether facts still depend on bytes not fed yet (a header, a kept config)."""
-        ...
-
-    def feed(self, chunk: bytes) -> None:
-        """Take the next chunk; raise ``FormatError`` as soon as the file is known bad."""
-        ...
-
-    def finish(self, size: int | None = None) -> FileFacts:
-        """Validate against the total ``size`` (default: bytes fed); raise ``FormatError`` or return facts."""
-        ...
-
-
-def total_size(seen: int, size: int | None, path: str) -> int:
-    """The file's total size for ``finish``: ``size`` if given (never less than what was fed)."""
-    if size is None:
-        return seen
-    if size < seen:
-        raise FormatError(f"{seen} bytes arrived but the file has {size}", path=path)
-    return size
 
 
 class CountingInspector:
@@ -159,16 +95,6 @@ class CountingInspector:
         return FileFacts(path=self.path, size=total, kind=kind, content=content)
 
 
-def template_flags(template: str) -> tuple[bool, bool]:
-    """``(tools, thinking)`` from a chat template (Jinja, or Ollama's Go template).
-
-    Tools: the template mentions ``tools`` / ``tool_call`` (``.Tools`` in Go
-    templates); thinking: it emits ``<think>`` or uses Ollama's ``.Thinking``.
-    """
-    lower = template.lower()
-    return ("tools" in lower or "tool_call" in lower), ("<think>" in lower or ".thinking" in lower)
-
-
 def sniff(prefix: bytes) -> FileKind | None:
     """Guess a weight format from a file's first bytes (>= 9), for sources without file names.
 
@@ -187,7 +113,8 @@ def sniff(prefix: bytes) -> FileKind | None:
 
 def inspector_for(path: str) -> Inspector:
     """The inspector for ``path`` (a '/'-separated relative path), chosen by its name."""
-    # Imported here: those modules import FileFacts from this one (and gguf pulls in numpy).
+    # Imported here only to keep ``import lib.formats`` light: the gguf library pulls in numpy.
+    # (No cycle: the parsers import their vocabulary from ``lib.formats.facts``, not from here.)
     from lib.formats.gguf import GGUFInspector
     from lib.formats.safetensors import SafetensorsInspector
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from lib.api.types import ResolvedInfo
 from lib.formats.card import front_matter, iso_languages, spdx_licenses
-from lib.formats.inspect import FileFacts, template_flags
+from lib.formats.facts import FileFacts, template_flags
 from lib.formats.layout import Layout
 
 # Endpoint types and features (the reference module's vocabulary).

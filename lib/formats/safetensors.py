@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.formats.errors import FormatError
-from lib.formats.inspect import FileFacts, total_size
+from lib.formats.facts import FileFacts, total_size
 
 MAX_HEADER = 100_000_000
 MAX_TENSORS = 1_000_000

@@ -1,7 +1,7 @@
 """Credentials and ``Authorization`` headers: anonymous, basic, Docker token flow.
 
-The client asks ``Authenticator.header(scopes)`` before each request and hands
-every 401 to ``Authenticator.challenged``. A ``Basic`` challenge switches to
+``Exchange.send`` (lib/oci/exchange.py) asks ``Authenticator.header(scopes)``
+before each request and hands every 401 to ``Authenticator.challenged``. A ``Basic`` challenge switches to
 preemptive basic auth; a ``Bearer`` challenge fetches a token from the realm
 (with basic credentials when we have them, anonymously otherwise) for the
 challenge's scope, caches it per scope until ``expires_in`` (default 60 s,
@@ -58,7 +58,7 @@ def credentials_from_docker_config(doc: dict, registry: str) -> Credentials | No
     auths = doc.get("auths")
     if not isinstance(auths, dict):
         raise AuthError(
-            None, 'docker config has no \'auths\' object; provide {"auths": {"<registry>": {...}}}'
+            'docker config has no \'auths\' object; provide {"auths": {"<registry>": {...}}}'
         )
     want = registry_key(registry)
     for key, entry in auths.items():
@@ -69,14 +69,14 @@ def credentials_from_docker_config(doc: dict, registry: str) -> Credentials | No
                 user, sep, pw = base64.b64decode(str(entry["auth"]), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError, ValueError) as e:
                 raise AuthError(
-                    None, f"docker config entry for {key!r}: 'auth' is not base64 of user:password"
+                    f"docker config entry for {key!r}: 'auth' is not base64 of user:password"
                 ) from e
             if not sep:
-                raise AuthError(None, f"docker config entry for {key!r}: 'auth' must decode to user:password")
+                raise AuthError(f"docker config entry for {key!r}: 'auth' must decode to user:password")
             return Credentials(user, pw)
         if entry.get("username") is not None and entry.get("password") is not None:
             return Credentials(str(entry["username"]), str(entry["password"]))
-        raise AuthError(None, f"docker config entry for {key!r} has neither 'auth' nor 'username'/'password'")
+        raise AuthError(f"docker config entry for {key!r} has neither 'auth' nor 'username'/'password'")
     return None
 
 
@@ -86,12 +86,12 @@ def load_docker_config(path: str | Path, registry: str) -> Credentials | None:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise AuthError(
-            None, f"registry auth file {path} does not exist; mount the credentials Secret"
+            f"registry auth file {path} does not exist; mount the credentials Secret"
         ) from e
     except (OSError, ValueError) as e:
-        raise AuthError(None, f"registry auth file {path} is not a readable Docker config JSON: {e}") from e
+        raise AuthError(f"registry auth file {path} is not a readable Docker config JSON: {e}") from e
     if not isinstance(doc, dict):
-        raise AuthError(None, f"registry auth file {path} must hold a JSON object with 'auths'")
+        raise AuthError(f"registry auth file {path} must hold a JSON object with 'auths'")
     return credentials_from_docker_config(doc, registry)
 
 
@@ -175,31 +175,30 @@ class Authenticator:
             )
         except requests.exceptions.SSLError as e:
             raise TLSError(
-                None, f"TLS verification failed for the token realm {realm}: {e}; check the CA file"
+                f"TLS verification failed for the token realm {realm}: {e}; check the CA file"
             ) from e
         except requests.RequestException as e:
             raise Unreachable(
-                None, f"token realm {realm} unreachable: {e}; check the registry's auth service"
+                f"token realm {realm} unreachable: {e}; check the registry's auth service"
             ) from e
         if r.status_code in (401, 403):
             raise AuthError(
-                None,
                 f"token realm {realm} refused the credentials (HTTP {r.status_code}); "
                 "check the registry auth file",
                 r.status_code,
             )
         if r.status_code != 200:
             raise RegistryError(
-                None, f"token realm {realm} answered HTTP {r.status_code}: {r.text[:200]}", r.status_code
+                f"token realm {realm} answered HTTP {r.status_code}: {r.text[:200]}", r.status_code
             )
         try:
             doc = r.json()
             token = doc.get("token") or doc.get("access_token")
             expires_in = int(doc.get("expires_in") or DEFAULT_EXPIRES_IN)
         except (ValueError, AttributeError, TypeError) as e:
-            raise RegistryError(None, f"token realm {realm} answered with invalid JSON") from e
+            raise RegistryError(f"token realm {realm} answered with invalid JSON") from e
         if not token or not isinstance(token, str):
-            raise RegistryError(None, f"token realm {realm} answered without 'token' or 'access_token'")
+            raise RegistryError(f"token realm {realm} answered without 'token' or 'access_token'")
         # Refresh a little before the stated expiry so a request never starts with a dying token.
         margin = min(30.0, expires_in * 0.1)
         with self._lock:

@@ -1,8 +1,11 @@
-"""Typed registry errors, each with a ``Reason`` and a message that says what to do.
+"""Typed registry errors, each with a message that says what to do.
 
 ``error_from_response`` maps an HTTP answer (status + the registry's errcode
 JSON body) to the right subclass; transport failures are mapped by the
-client (``TLSError``, ``Unreachable``).
+transport (``TLSError``, ``Unreachable``). The classes carry no CRD reason:
+what a failure means for a Model is decided at the command-line edge
+(``jobs.common.registry_reason``), where the caller knows which registry —
+the source or the destination — failed.
 """
 
 from __future__ import annotations
@@ -10,19 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lib.api.types import Reason
-
 _NO_SPACE_MARKERS = ("no space left on device", "disk quota exceeded", "insufficient storage")
 
 
 class RegistryError(Exception):
-    """Any failure talking to a registry; ``reason`` goes into the worker's result."""
+    """Any failure talking to a registry; ``status`` is the HTTP status when there was an answer."""
 
-    default_reason: str = Reason.PUBLICATION_FAILED
-
-    def __init__(self, reason: str | None, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
-        self.reason = str(reason or self.default_reason)
         self.message = message
         self.status = status
 
@@ -45,8 +43,6 @@ class DigestMismatch(RegistryError):
 class InsufficientStorage(RegistryError):
     """The registry is out of space (507, 413, or a 5xx saying so)."""
 
-    default_reason = Reason.INSUFFICIENT_STORAGE
-
 
 class TLSError(RegistryError):
     """The registry's certificate could not be verified."""
@@ -55,13 +51,9 @@ class TLSError(RegistryError):
 class Unreachable(RegistryError):
     """Connection refused, DNS failure or timeouts, after retries: worth retrying later."""
 
-    default_reason = Reason.WORKER_FAILED
-
 
 class UploadInterrupted(RegistryError):
     """An upload session was lost and the bytes needed to resume are gone: retry the publish."""
-
-    default_reason = Reason.WORKER_FAILED
 
 
 def parse_error_body(body: bytes | str | None) -> list[dict[str, Any]]:
@@ -115,21 +107,19 @@ def error_from_response(status: int, body: bytes | str | None, *, what: str, reg
     where = f"{what} at {registry}: HTTP {status}: {detail}"
     if is_out_of_space(status, body):
         return InsufficientStorage(
-            None,
             f"registry out of space during {where}; "
             "free space in the registry storage (or grow it) and retry",
             status,
         )
     if status in (401, 403) or codes & {"UNAUTHORIZED", "DENIED"}:
         return AuthError(
-            None,
             f"access denied for {where}; check the registry credentials (auth file) and their scope",
             status,
         )
     if status == 404 or codes & {"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}:
-        return NotFound(None, f"not found: {where}; check the repository, tag or digest", status)
+        return NotFound(f"not found: {where}; check the repository, tag or digest", status)
     if codes & {"DIGEST_INVALID", "SIZE_INVALID"}:
-        return DigestMismatch(None, f"registry rejected the content of {where}", status)
+        return DigestMismatch(f"registry rejected the content of {where}", status)
     if status >= 500:  # a server-side failure: worth retrying the publish later
-        return RegistryError(Reason.WORKER_FAILED, f"registry failed during {where}; retry later", status)
-    return RegistryError(None, f"{where}", status)
+        return RegistryError(f"registry failed during {where}; retry later", status)
+    return RegistryError(where, status)

@@ -61,9 +61,9 @@ class PatchBody:
 class UploadState:
     """State of one blob upload: the source, the hash, the held bytes, the session."""
 
-    def __init__(self, chunks: Iterable[bytes], size: int | None, window: int):
-        self.source = iter(chunks)
-        self.size = size
+    def __init__(self, window: int):
+        self.source: Iterator[bytes] = iter(())
+        self.size: int | None = None  # where the current write ends, when its size is known
         self.window = window
         self.hasher = hashlib.sha256()
         self.read_total = 0  # bytes pulled from the source (and hashed)
@@ -74,7 +74,15 @@ class UploadState:
         self.seg_start = 0  # offset where the current PATCH range starts
         self.location = ""
         self.offset = 0  # bytes the registry acknowledged
+        self.exhausted = True
+
+    def feed(self, chunks: Iterable[bytes], size: int | None) -> None:
+        """The next write: ``size`` more bytes (None: unknown) appended after those already sent."""
+        self.source = iter(chunks)
         self.exhausted = False
+        self.pending = None
+        self.seg_start = self.read_total
+        self.size = None if size is None else self.read_total + size
 
     def _next_chunk(self) -> memoryview | None:
         while not self.exhausted:

@@ -7,6 +7,10 @@ from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Part of this contract; defined in lib.errors so that lib.archive can raise it
+# without importing lib.sources (which imports lib.archive for uploads).
+from lib.errors import SourceError as SourceError
+
 # A stream of a file's bytes in chunks, starting at ``offset`` (for resumption).
 ChunkStream = Iterator[bytes]
 Opener = Callable[[int], ContextManager[ChunkStream]]
@@ -31,11 +35,40 @@ class SourceFile:
     # Called with the sha256 (hex) the pipeline computed while streaming, so a
     # source can remember it (local files: the digest cache in lib/sources/local.py).
     remember: Callable[[str], None] | None = None
+    # The git blob id (hex sha1 of ``blob <size>\0`` + content) when the source knows only that
+    # (small Hugging Face files): enough to check a copy DMCR already holds (lib/blob_mounts.py).
+    git_blob: str | None = None
+
+
+class FileStream(Protocol):
+    """Files that appear while the source's bytes arrive (a live upload), in body order.
+
+    A live body cannot be re-read, so each file must be consumed before the
+    next is reached, and the whole list may be unknown until the end.
+    ``listing()`` is called once, before the first file: every path the
+    stream will yield when the source learns them before their bytes (a direct
+    GGUF's one name, a zip's central directory), so the pipeline can check the
+    layout before any byte is pushed; None when names appear only as the walk
+    reaches them (a tar stream). The stream raises out of iteration on a
+    refused or cut body; ``close()`` releases what it holds (a zip spool) and
+    is safe to call twice.
+    """
+
+    def listing(self) -> list[str] | None: ...
+
+    def __iter__(self) -> Iterator[SourceFile]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
 class SourceSnapshot:
-    """What a source resolved before any byte moves."""
+    """What a source resolved before any byte moves.
+
+    Either ``files`` (the whole list, known up front: the pipeline selects
+    the layout's files before any byte moves) or, for a streaming source,
+    ``stream`` (``streaming`` is True and ``files`` stays empty).
+    """
 
     resolved_type: str  # HuggingFace | Ollama | Upload | Catalog | Local
     files: list[SourceFile]
@@ -49,16 +82,17 @@ class SourceSnapshot:
     name: str = ""  # HF repo id, Ollama name:tag
     source_url: str = ""  # canonical URL of a remote source; "" for local files and uploads
     created: str = ""  # RFC 3339 date the source gives the snapshot (HF commit date)
+    stream: FileStream | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream is not None and self.files:
+            raise ValueError("a snapshot has either a file list or a stream, not both")
+
+    @property
+    def streaming(self) -> bool:
+        """True when the files arrive through ``stream`` (see ``FileStream``)."""
+        return self.stream is not None
 
 
 class Source(Protocol):
     def snapshot(self) -> SourceSnapshot: ...
-
-
-class SourceError(Exception):
-    """A source failed; ``reason`` is a ``lib.api.types.Reason`` value."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message

@@ -27,18 +27,21 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import queue
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
+
+from lib.byte_ranges import parse_content_range
+from lib.retry import Attempts, RetryPolicy
 
 CHUNK_SIZE = 1 << 20  # bytes per read while streaming a file
 READ_AHEAD = 8  # chunks the adapters let a file stream read ahead of its consumer
@@ -56,14 +59,16 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try; the defaults suit a worker pulling from the internet."""
+# Sources pull gigabytes from the internet: more tries than the cluster's registry, with jitter.
+SOURCE_RETRY = RetryPolicy(attempts=6, base_delay=1.0, max_delay=30.0, total=math.inf, jitter=True)
 
-    attempts: int = 6  # tries per request (or per resume without progress) on errors and 5xx
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """How hard a source's GETs try: the retry policy plus what only these GETs need."""
+
+    retry: RetryPolicy = SOURCE_RETRY  # per request (or per resume without progress), errors and 5xx
     rate_limit_attempts: int = 10  # 429 answers tolerated per request
-    backoff: float = 1.0  # first backoff in seconds, doubled per failure
-    max_backoff: float = 30.0
     max_rate_limit_wait: float = 300.0  # longer waits fail as Unavailable
     connect_timeout: float = 15.0
     read_timeout: float = 60.0  # per socket read: a stalled stream fails after this
@@ -146,23 +151,6 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
-def backoff_delay(failures: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter in [delay/2, delay]."""
-    delay = min(policy.max_backoff, policy.backoff * (2 ** max(0, failures - 1)))
-    return delay * (0.5 + rand() / 2)
-
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-
-
-def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
-    m = _CONTENT_RANGE.fullmatch(value.strip())
-    if not m:
-        return None
-    total = None if m.group(3) == "*" else int(m.group(3))
-    return int(m.group(1)), int(m.group(2)), total
-
-
 # --------------------------------------------------------------------------
 # The client.
 # --------------------------------------------------------------------------
@@ -181,7 +169,7 @@ class HttpClient:
         authorization: str | None = None,
         auth_origins: frozenset[str] | set[str] = frozenset(),
         verify: bool | str = True,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: HttpPolicy = HttpPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = "ai-models-worker",
     ):
@@ -236,52 +224,42 @@ class HttpClient:
         """
         headers = dict(headers or {})
         where = _safe_url(url)
-        failures = 0
-        limited = 0
+        errors = Attempts(self.policy.retry, sleep=self.sleep)
+        rate_limited = replace(self.policy.retry, attempts=self.policy.rate_limit_attempts)
+        limited = Attempts(rate_limited, sleep=self.sleep)
         while True:
             try:
                 resp = self._send(url, headers, stream)
             except _TRANSPORT_ERRORS as e:
-                failures += 1
-                if failures >= self.policy.attempts:
-                    raise Unavailable(url, f"{where} unreachable after {failures} attempts: {e}") from e
-                self.sleep(backoff_delay(failures, self.policy))
+                if not errors.failed():
+                    message = f"{where} unreachable after {errors.failures} attempts: {e}"
+                    raise Unavailable(url, message) from e
                 continue
             status = resp.status_code
             if status < 400:
                 return resp
             body = _short_body(resp, stream)
-            if status == 429 or status in RETRY_STATUSES:
-                wait = rate_limit_wait(resp.headers, time.time())
-                if status == 429:
-                    limited += 1
-                    if limited >= self.policy.rate_limit_attempts:
-                        raise Unavailable(url, f"{where} still rate limited after {limited} waits")
-                else:
-                    failures += 1
-                    if failures >= self.policy.attempts:
-                        raise Unavailable(url, f"HTTP {status} from {where} after {failures} attempts")
-                if wait is not None and wait > self.policy.max_rate_limit_wait:
-                    raise Unavailable(url, f"{where} asks to retry after {wait:.0f} s (HTTP {status})")
-                if wait is None:
-                    wait = backoff_delay(max(failures, limited), self.policy)
-                self.sleep(wait)
-                continue
-            raise HttpStatusError(url, status, resp.headers, body)
+            if status != 429 and status not in RETRY_STATUSES:
+                raise HttpStatusError(url, status, resp.headers, body)
+            wait = rate_limit_wait(resp.headers, time.time())
+            if wait is not None and wait > self.policy.max_rate_limit_wait:
+                raise Unavailable(url, f"{where} asks to retry after {wait:.0f} s (HTTP {status})")
+            if status == 429 and not limited.failed(wait):
+                raise Unavailable(url, f"{where} still rate limited after {limited.failures} waits")
+            if status != 429 and not errors.failed(wait):
+                raise Unavailable(url, f"HTTP {status} from {where} after {errors.failures} attempts")
 
     def get_bytes(self, url: str, *, headers: Mapping[str, str] | None = None, limit: int = MAX_DOCUMENT
                   ) -> tuple[bytes, Mapping[str, str]]:
         """A small document (at most ``limit`` bytes) and the answer's headers."""
-        failures = 0
+        tries = Attempts(self.policy.retry, sleep=self.sleep)
         while True:
             resp = self.request(url, headers=headers, stream=True)
             try:
                 body = resp.raw.read(limit + 1, decode_content=True)
             except _TRANSPORT_ERRORS as e:
-                failures += 1
-                if failures >= self.policy.attempts:
+                if not tries.failed():
                     raise Unavailable(url, f"reading {_safe_url(url)} failed: {e}") from e
-                self.sleep(backoff_delay(failures, self.policy))
                 continue
             finally:
                 resp.close()
@@ -420,11 +398,14 @@ class _Stream:
         total: int | None = None
         length = resp.headers.get("Content-Length")
         if resp.status_code == 206:
-            cr = parse_content_range(resp.headers.get("Content-Range", ""))
-            if cr is None or cr[0] != self.pos:
+            try:
+                cr = parse_content_range(resp.headers.get("Content-Range", ""))
+            except ValueError:
+                cr = None
+            if cr is None or cr.start != self.pos:
                 resp.close()
                 raise ContentMismatch(self.url, f"{self.where} answered a wrong range for byte {self.pos}")
-            total = cr[2]
+            total = cr.total
         elif resp.status_code == 200:
             # Range ignored: read from the start and drop what we already have.
             skip = self.pos
@@ -441,7 +422,7 @@ class _Stream:
 
     def chunks(self) -> Iterator[bytes]:
         policy = self.client.policy
-        failures = 0
+        tries = Attempts(policy.retry, sleep=self.client.sleep)
         resumes = 0
         if self.size is not None and self.pos > self.size:
             raise ContentMismatch(self.url, f"offset {self.pos} is past the end ({self.size} bytes)")
@@ -471,13 +452,13 @@ class _Stream:
                     )
                 return
             except _TRANSPORT_ERRORS as e:
-                failures = 1 if progressed else failures + 1
+                if progressed:
+                    tries.succeeded()  # progress: a new streak
                 resumes += 1
-                if failures >= policy.attempts or resumes > policy.max_resumes:
+                if resumes > policy.max_resumes or not tries.failed():
                     raise Unavailable(
                         self.url, f"reading {self.where} failed at byte {self.pos}: {e}"
                     ) from e
-                self.client.sleep(backoff_delay(failures, policy))
             finally:
                 self.close()
 

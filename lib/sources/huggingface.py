@@ -38,14 +38,15 @@ from typing import Any
 from urllib.parse import quote
 
 from lib.api.types import Reason
+from lib.sources.adapter import SourceOptions
 from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
 from lib.sources.http import (
     READ_AHEAD,
     ContentMismatch,
     HttpClient,
     HttpError,
+    HttpPolicy,
     HttpStatusError,
-    RetryPolicy,
     Unavailable,
 )
 from lib.sources.urls import ParsedSource, parse_source_url
@@ -259,7 +260,7 @@ class HuggingFaceSource:
         *,
         token: str | None,
         endpoint: str | None = None,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: HttpPolicy = HttpPolicy(),
         sleep: Callable[[float], None] = time.sleep,
     ):
         parsed = parse_source_url(url_or_parsed) if isinstance(url_or_parsed, str) else url_or_parsed
@@ -357,7 +358,8 @@ class HuggingFaceSource:
             self._probe(selected[0])
         files = [
             SourceFile(path=p, open=self._opener(by_path[p]), size=by_path[p].size,
-                       sha256=by_path[p].sha256, kind=classify(p))
+                       sha256=by_path[p].sha256, kind=classify(p),
+                       git_blob=None if by_path[p].sha256 else by_path[p].blob_id)
             for p in selected
         ]
         return SourceSnapshot(
@@ -408,3 +410,10 @@ class HuggingFaceSource:
 
     def close(self) -> None:
         self.http.close()
+
+
+def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
+    """The registry's adapter: a Hub URL, the token file in ``--auth-file``, ``HF_ENDPOINT`` for mirrors."""
+    token = read_hf_token(options.auth_file) if options.auth_file else None
+    hub = HuggingFaceSource(parse_source_url(source), token=token, endpoint=options.env.get("HF_ENDPOINT"))
+    return hub.snapshot()

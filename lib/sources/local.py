@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lib.api.types import Reason
+from lib.sources.adapter import SourceOptions
 from lib.sources.base import SourceError, SourceFile, SourceSnapshot
 
 CHUNK = 8 << 20
@@ -142,3 +143,8 @@ def snapshot(path: str, *, cache: Path | None | bool = True) -> SourceSnapshot:
         size = p.stat().st_size
         files.append(SourceFile(path=rel, open=_opener(p), size=size, sha256=sha, remember=remember))
     return SourceSnapshot(resolved_type="Local", files=files)
+
+
+def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
+    """The registry's adapter: a file or directory on the worker (what an upload or a user hands over)."""
+    return snapshot(source)

@@ -23,44 +23,55 @@ A second layer of a kind gets ``-2``, ``-3``... before the extension
 Every file declares its descriptor's digest and size, so the pipeline
 verifies each while streaming; the adapter also checks the GGUF magic of the
 model and projector layers as their first bytes arrive, so a wrong payload
-fails before gigabytes move. Blobs are fetched through ``lib.sources.http``,
-which follows the registry's 307 to object storage without forwarding any
-``Authorization`` header.
+fails before gigabytes move.
+
+Manifest and blobs are read through the OCI client (``lib.oci``): it builds
+the registry URLs, checks the manifest's digest and the config blob's,
+parses the image manifest, and follows the registry's 307 to object storage
+without forwarding any ``Authorization`` header. What is left here is what
+is Ollama's own: the layer types, the file names, the config hints, resuming
+a layer stream cut mid-file (``Range`` from the byte reached) and the
+translation of registry errors into ``SourceError`` a user can act on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from lib.api.types import Reason
-from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
-from lib.sources.http import (
-    READ_AHEAD,
-    ContentMismatch,
-    HttpClient,
-    HttpError,
-    HttpStatusError,
-    RetryPolicy,
-    Unavailable,
+from lib.oci.client import RegistryClient
+from lib.oci.descriptor import Descriptor
+from lib.oci.errors import (
+    AuthError,
+    DigestMismatch,
+    NotFound,
+    RegistryError,
+    Unreachable,
+    UploadInterrupted,
 )
+from lib.oci.manifests import IMAGE_MANIFESTS, parse_image_manifest
+from lib.retry import Attempts, RetryPolicy
+from lib.sources.adapter import SourceOptions
+from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
+from lib.sources.http import READ_AHEAD, ReadAhead
 from lib.sources.urls import ParsedSource, parse_source_url
+
+__all__ = ["Descriptor", "OllamaSource", "config_hints", "layer_files", "open_source"]
 
 DEFAULT_REGISTRY = "https://registry.ollama.ai"
 LIBRARY_PAGE = "https://ollama.com"  # where a library model's page lives (the ModelPack sourceURL)
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MANIFEST_TYPES = (DOCKER_MANIFEST, OCI_MANIFEST)
-MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 4 << 20
 GGUF_MAGIC = b"GGUF"
+# An internet registry behind a CDN: more patience than the cluster's own registry.
+RETRY = RetryPolicy(attempts=6, base_delay=1.0, max_delay=30.0, total=600.0, jitter=True)
+TIMEOUT = (15.0, 60.0)  # connect, per socket read: a stalled stream fails (and resumes) after this
+MAX_RESUMES = 1000  # per layer stream, even when each resume made progress
 
 MEDIA_PREFIX = "application/vnd.ollama.image."
 MODEL = MEDIA_PREFIX + "model"
@@ -78,51 +89,6 @@ LAYER_FILES = {
 }
 GGUF_LAYERS = frozenset({MODEL, PROJECTOR})
 CONFIG_HINTS = ("model_format", "model_family", "model_families", "model_type", "file_type")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    @property
-    def sha256(self) -> str:
-        return self.digest.removeprefix("sha256:")
-
-
-def parse_descriptor(raw: Any, what: str) -> Descriptor:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{what} is not an object")
-    media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
-    if not isinstance(media_type, str) or not media_type:
-        raise ValueError(f"{what} has no mediaType")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise ValueError(f"{what} has an invalid digest {digest!r:.80} (expected sha256:<64 hex>)")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ValueError(f"{what} has an invalid size {size!r:.40}")
-    return Descriptor(media_type, digest, size)
-
-
-def parse_manifest(body: bytes, content_type: str = "") -> tuple[Descriptor, list[Descriptor]]:
-    """The config and layer descriptors of a single-image manifest; ValueError otherwise."""
-    try:
-        doc = json.loads(body)
-    except ValueError as e:
-        raise ValueError(f"manifest is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("manifest is not a JSON object")
-    media_type = doc.get("mediaType") or content_type.split(";")[0].strip()
-    if doc.get("schemaVersion") != 2:
-        raise ValueError(f"unsupported schemaVersion {doc.get('schemaVersion')!r}")
-    if media_type and media_type not in MANIFEST_TYPES:
-        raise ValueError(f"unsupported manifest media type {media_type!r} (an index or a list?)")
-    config = parse_descriptor(doc.get("config"), "config descriptor")
-    layers = doc.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise ValueError("manifest has no layers")
-    return config, [parse_descriptor(raw, f"layer {i}") for i, raw in enumerate(layers)]
 
 
 def layer_files(layers: list[Descriptor]) -> tuple[list[tuple[str, Descriptor]], list[str]]:
@@ -164,9 +130,15 @@ def config_hints(config: Any) -> dict[str, Any]:
     return hints
 
 
-def _registry_base(registry: str | None) -> str:
-    base = (registry or DEFAULT_REGISTRY).rstrip("/")
-    return base if "://" in base else f"https://{base}"
+def registry_address(registry: str | None) -> tuple[str, bool]:
+    """``host[:port]`` and whether it is plain http, from ``OLLAMA_REGISTRY`` (a URL or a host)."""
+    url = (registry or DEFAULT_REGISTRY).rstrip("/")
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.netloc, parts.scheme == "http"
+
+
+def _sha256(d: Descriptor) -> str:
+    return d.digest.removeprefix("sha256:")
 
 
 class OllamaSource:
@@ -178,7 +150,8 @@ class OllamaSource:
         *,
         registry: str | None = None,
         ca_file: str | None = None,
-        policy: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = RETRY,
+        timeout: tuple[float, float] = TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
     ):
         parsed = parse_source_url(parsed) if isinstance(parsed, str) else parsed
@@ -186,8 +159,16 @@ class OllamaSource:
             raise SourceError(Reason.UNSUPPORTED_SOURCE, f"{parsed.url} is not an Ollama library URL")
         self.repository = parsed.repository
         self.tag = parsed.revision
-        self.base = _registry_base(registry)
-        self.http = HttpClient(verify=ca_file or True, policy=policy, sleep=sleep)
+        self.retry = retry
+        self.sleep = sleep
+        host, insecure = registry_address(registry)
+        self.base = f"{'http' if insecure else 'https'}://{host}"
+        try:
+            self.client = RegistryClient(
+                host, insecure=insecure, ca_file=ca_file, retry=retry, timeout=timeout, sleep=sleep
+            )
+        except (RegistryError, ValueError) as e:
+            raise SourceError(Reason.PUBLICATION_FAILED, f"Ollama registry {host}: {e}") from e
 
     @property
     def ref(self) -> str:
@@ -196,39 +177,30 @@ class OllamaSource:
     def _failed(self, message: str) -> SourceError:
         return SourceError(Reason.PUBLICATION_FAILED, f"{self.ref}: {message}")
 
-    def _error(self, e: HttpError, what: str) -> SourceError:
-        if isinstance(e, Unavailable):
-            msg = f"Ollama registry unavailable ({what}): {e.message}"
-            return SourceError(Reason.SOURCE_UNAVAILABLE, msg)
-        if isinstance(e, HttpStatusError) and e.status == 404 and what == "manifest":
+    def _error(self, e: RegistryError, what: str) -> SourceError:
+        if isinstance(e, Unreachable | UploadInterrupted) or (e.status or 0) >= 500:
+            message = f"Ollama registry unavailable ({what}): {e.message}"
+            return SourceError(Reason.SOURCE_UNAVAILABLE, message)
+        if isinstance(e, NotFound) and what == "manifest":
             return SourceError(
                 Reason.PUBLICATION_FAILED,
                 f"{self.ref} not found in the Ollama registry {self.base}: check the model name and tag "
-                f"({e.error_message})",
+                f"({e.message})",
             )
-        if isinstance(e, HttpStatusError) and e.status in (401, 403):
+        if isinstance(e, AuthError):
             return self._failed(f"the Ollama registry refused anonymous access ({what}): HTTP {e.status}")
         return self._failed(f"{what}: {e.message}")
 
-    def _blob_url(self, digest: str) -> str:
-        return f"{self.base}/v2/{self.repository}/blobs/{digest}"
-
     def snapshot(self) -> SourceSnapshot:
-        url = f"{self.base}/v2/{self.repository}/manifests/{self.tag}"
         try:
-            body, headers = self.http.get_bytes(url, headers={"Accept": ", ".join(MANIFEST_TYPES)},
-                                                limit=MAX_MANIFEST_BYTES)
-        except HttpError as e:
+            manifest = self.client.get_manifest(self.repository, self.tag, accept=IMAGE_MANIFESTS)
+        except RegistryError as e:
             raise self._error(e, "manifest") from e
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        announced = headers.get("Docker-Content-Digest")
-        if announced and announced != digest:
-            raise self._failed(f"manifest digest {digest} differs from the announced {announced}")
         try:
-            config_desc, layers = parse_manifest(body, headers.get("Content-Type", ""))
+            config_desc, layers = parse_image_manifest(manifest.body, manifest.media_type)
             files, skipped = layer_files(layers)
         except ValueError as e:
-            raise self._failed(f"invalid manifest {digest}: {e}") from e
+            raise self._failed(f"invalid manifest {manifest.digest}: {e}") from e
         hints = config_hints(self._config(config_desc))
         hints["ollama_model"] = self.ref
         if skipped:
@@ -236,26 +208,27 @@ class OllamaSource:
         return SourceSnapshot(
             resolved_type="Ollama",
             files=[
-                SourceFile(path=path, open=self._opener(d), size=d.size, sha256=d.sha256, kind=d.media_type)
+                SourceFile(path=path, open=self._opener(d), size=d.size, sha256=_sha256(d), kind=d.media_type)
                 for path, d in files
             ],
             revision=self.tag,
-            remote_digest=digest,
+            remote_digest=manifest.digest,
             hints=hints,
             name=f"{self.repository.removeprefix('library/')}:{self.tag}",
             source_url=f"{LIBRARY_PAGE}/{self.repository}",
         )
 
     def _config(self, desc: Descriptor) -> Any:
+        """The config blob, read whole (it is small) and verified by the client."""
         if desc.size > MAX_CONFIG_BYTES:
             raise self._failed(f"config blob of {desc.size} bytes is too large")
         try:
-            with self.http.open_stream(self._blob_url(desc.digest), size=desc.size) as chunks:
+            with self.client.open_blob(self.repository, desc.digest) as chunks:
                 data = b"".join(chunks)
-        except HttpError as e:
+        except DigestMismatch as e:
+            raise self._failed(f"config blob does not match its digest {desc.digest}") from e
+        except RegistryError as e:
             raise self._error(e, f"config blob {desc.digest}") from e
-        if hashlib.sha256(data).hexdigest() != desc.sha256:
-            raise self._failed(f"config blob does not match its digest {desc.digest}")
         try:
             return json.loads(data)
         except ValueError as e:
@@ -266,12 +239,41 @@ class OllamaSource:
 
     @contextmanager
     def _open(self, desc: Descriptor, offset: int) -> Iterator[Iterator[bytes]]:
-        url = self._blob_url(desc.digest)
-        with self.http.open_stream(url, offset=offset, size=desc.size, read_ahead=READ_AHEAD) as chunks:
-            yield self._checked(desc, chunks, offset)
+        ahead = ReadAhead(self._checked(desc, self._resumed(desc, offset), offset), READ_AHEAD)
+        try:
+            yield iter(ahead)
+        finally:
+            ahead.stop()
+            ahead.join()
+
+    def _resumed(self, desc: Descriptor, offset: int) -> Iterator[bytes]:
+        """The layer from ``offset``, reopened with ``Range`` where a transfer broke off.
+
+        Not verified here: the pipeline hashes the bytes against the descriptor as they pass.
+        """
+        pos, resumes = offset, 0
+        tries = Attempts(self.retry, sleep=self.sleep)
+        while True:
+            start = pos
+            try:
+                with self.client.open_blob(self.repository, desc.digest, offset=pos, verify=False) as chunks:
+                    for chunk in chunks:
+                        pos += len(chunk)
+                        if pos > desc.size:
+                            raise self._failed(f"layer {desc.digest} is longer than its {desc.size} bytes")
+                        yield chunk
+                if pos < desc.size:
+                    raise Unreachable(f"layer {desc.digest} ended at byte {pos} of {desc.size}")
+                return
+            except Unreachable:
+                if pos > start:
+                    tries.succeeded()  # progress: a new streak
+                resumes += 1
+                if resumes > MAX_RESUMES or not tries.failed():
+                    raise
 
     def _checked(self, desc: Descriptor, chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:
-        """Translate transfer errors; check the GGUF magic of weight layers read from the start."""
+        """Translate registry errors; check the GGUF magic of weight layers read from the start."""
         head = b"" if desc.media_type in GGUF_LAYERS and offset == 0 else None
         try:
             for chunk in chunks:
@@ -281,12 +283,18 @@ class OllamaSource:
                         raise self._failed(f"layer {desc.digest} ({desc.media_type}) is not a GGUF file "
                                            f"(starts with {head!r})")
                 yield chunk
-        except ContentMismatch as e:
-            raise self._failed(f"layer {desc.digest}: {e.message}") from e
-        except HttpError as e:
+        except RegistryError as e:
             raise self._error(e, f"layer {desc.digest}") from e
         if head is not None and len(head) < len(GGUF_MAGIC):
             raise self._failed(f"layer {desc.digest} is too short to be a GGUF file")
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
+
+
+def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
+    """The registry's adapter: a library URL; ``OLLAMA_REGISTRY`` overrides the registry (mirrors)."""
+    library = OllamaSource(
+        parse_source_url(source), registry=options.env.get("OLLAMA_REGISTRY"), ca_file=options.ca_file
+    )
+    return library.snapshot()

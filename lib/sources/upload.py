@@ -1,15 +1,22 @@
-"""An upload body → a ``SourceSnapshot`` whose files appear while the bytes arrive.
+"""An upload body → a streaming ``SourceSnapshot`` whose files appear while the bytes arrive.
 
-The snapshot's ``files`` is a generator: the pipeline pulls a file, pushes
-its bytes into a blob, and only then pulls the next, so a direct GGUF or a
-tar-based archive is published in one pass over the body without a local
-copy. A zip is the exception: its central directory sits at the end, so
-the body is spooled into the scratch directory first (bounded by
-``max_spool_bytes``) and walked from there; the spool is deleted when the
-walk ends, whatever the outcome.
+The snapshot's ``stream`` (``UploadStream``, a ``lib.sources.base.FileStream``)
+yields one file at a time: the pipeline pushes its bytes into a blob, and
+only then pulls the next, so a direct GGUF or a tar-based archive is
+published in one pass over the body without a local copy. A zip is the
+exception: its central directory sits at the end, so the body is spooled
+into the scratch directory first (bounded by ``max_spool_bytes``) and
+walked from there; the spool is deleted on ``close()``, whatever the
+outcome.
 
-A refused upload raises ``lib.archive.ArchiveError`` out of the generator,
-which aborts the pipeline before it pushes a manifest. The generator ends
+What the pipeline can check before a byte is pushed (``listing()``): the
+magic bytes always; the whole layout for a direct GGUF (one known name) and
+a zip (its central directory, read after the spool); for a tar stream only
+each member's path as it is reached, and the layout once the walk ends,
+still before the config and manifest are pushed.
+
+A refused upload raises ``lib.archive.ArchiveError`` out of the iteration,
+which aborts the pipeline before it pushes a manifest. The iteration ends
 only after the whole body has been read, so a body cut short never turns
 into a published artifact.
 """
@@ -21,7 +28,8 @@ import errno
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from lib.api.types import Reason
@@ -33,6 +41,7 @@ from lib.archive import (
     Limits,
     Member,
     Reader,
+    check_zip,
     confirm_magic,
     walk_gguf,
     walk_tar,
@@ -116,25 +125,17 @@ def spool(stream: Reader, directory: str, limit: int) -> str:
     return path
 
 
-def _members(
-    stream: Reader, upload: Upload, limits: Limits, scratch_dir: str, max_spool: int
-) -> Iterator[Member]:
-    if upload.kind == ArchiveKind.GGUF:
-        yield from walk_gguf(stream, gguf_path(upload.filename), upload.size)
-    elif upload.kind == ArchiveKind.ZIP:
-        path = spool(stream, scratch_dir, max_spool)
-        try:
-            yield from walk_zip(path, limits)
-        finally:
-            os.unlink(path)
-    else:
-        yield from walk_tar(stream, upload.kind, limits)
+def _zip_listing(path: str, limits: Limits) -> list[str]:
+    """The member paths of a spooled zip, from its central directory (checked as ``walk_zip`` does)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [name for _, name in check_zip(zf, limits, os.path.getsize(path))]
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
+        raise ArchiveError(400, f"not a readable zip archive: {e}") from e
 
 
-def files(
-    body: Reader, upload: Upload, *, limits: Limits, scratch_dir: str, max_spool_bytes: int
-) -> Iterator[SourceFile]:
-    """Check the magic bytes, then yield each member as a ``SourceFile`` once it is reached."""
+def _confirmed(body: Reader, upload: Upload) -> Prepended:
+    """``body`` with its magic bytes read and checked against the announced kind."""
     head = b""
     while len(head) < MAGIC_LEN:
         b = body.read(MAGIC_LEN - len(head))
@@ -144,15 +145,70 @@ def files(
     if not head:
         raise ArchiveError(400, "the upload is empty")
     confirm_magic(upload.kind, head, upload.filename)
-    stream = Prepended(head, body)
-    count = 0
-    for member in _members(stream, upload, limits, scratch_dir, max_spool_bytes):
-        count += 1
-        yield SourceFile(path=member.path, open=_opener(member), size=member.size)
-    if count == 0:
-        raise ArchiveError(400, "the archive holds no model files")
-    if stream.read(1):
-        raise ArchiveError(400, "there is data after the end of the upload")
+    return Prepended(head, body)
+
+
+class UploadStream:
+    """The files of one upload body, in body order (a ``FileStream``)."""
+
+    def __init__(self, body: Reader, upload: Upload, *, limits: Limits, scratch_dir: str, max_spool: int):
+        self._body, self._upload, self._limits = body, upload, limits
+        self._scratch_dir, self._max_spool = scratch_dir, max_spool
+        self._stream: Prepended | None = None
+        self._spool: str | None = None
+        self._walk: Generator[SourceFile, None, None] | None = None
+
+    def listing(self) -> list[str] | None:
+        """Check the magic bytes; the paths when known before their bytes (GGUF, zip), else None."""
+        stream = self._start()
+        if self._upload.kind == ArchiveKind.GGUF:
+            return [gguf_path(self._upload.filename)]
+        if self._upload.kind != ArchiveKind.ZIP:
+            return None  # a tar stream: names appear as the walk reaches them
+        self._spool = spool(stream, self._scratch_dir, self._max_spool)
+        names = _zip_listing(self._spool, self._limits)
+        if not names:
+            raise ArchiveError(400, "the archive holds no model files")
+        return names
+
+    def _start(self) -> Prepended:
+        if self._stream is None:
+            self._stream = _confirmed(self._body, self._upload)
+        return self._stream
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        if self._walk is None:
+            self._walk = self._files(self._start())
+        return self._walk
+
+    def _members(self, stream: Prepended) -> Iterator[Member]:
+        if self._upload.kind == ArchiveKind.GGUF:
+            return walk_gguf(stream, gguf_path(self._upload.filename), self._upload.size)
+        if self._upload.kind == ArchiveKind.ZIP:
+            if self._spool is None:
+                self._spool = spool(stream, self._scratch_dir, self._max_spool)
+            return walk_zip(self._spool, self._limits)
+        return walk_tar(stream, self._upload.kind, self._limits)
+
+    def _files(self, stream: Prepended) -> Generator[SourceFile, None, None]:
+        """Each member as a ``SourceFile`` once it is reached; the end checks after the last."""
+        count = 0
+        for member in self._members(stream):
+            count += 1
+            yield SourceFile(path=member.path, open=_opener(member), size=member.size)
+        if count == 0:
+            raise ArchiveError(400, "the archive holds no model files")
+        if stream.read(1):
+            raise ArchiveError(400, "there is data after the end of the upload")
+
+    def close(self) -> None:
+        """Stop the walk and delete the zip spool; safe to call twice."""
+        if self._walk is not None:
+            self._walk.close()
+        if self._spool is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._spool)
+            self._spool = None
 
 
 def snapshot(
@@ -163,10 +219,10 @@ def snapshot(
     scratch_dir: str,
     max_spool_bytes: int,
 ) -> SourceSnapshot:
-    """A snapshot whose ``files`` generator walks ``body`` as the pipeline consumes it.
+    """A streaming snapshot that walks ``body`` as the pipeline consumes it.
 
-    Close ``snapshot.files`` when done (it removes a zip spool even when the
+    Close ``snapshot.stream`` when done (it removes a zip spool even when the
     pipeline stopped half-way).
     """
-    gen = files(body, upload, limits=limits, scratch_dir=scratch_dir, max_spool_bytes=max_spool_bytes)
-    return SourceSnapshot(resolved_type=RESOLVED_TYPE, files=gen)  # type: ignore[arg-type]
+    stream = UploadStream(body, upload, limits=limits, scratch_dir=scratch_dir, max_spool=max_spool_bytes)
+    return SourceSnapshot(resolved_type=RESOLVED_TYPE, files=[], stream=stream)

@@ -37,7 +37,8 @@ rule using them fails loudly here), ``optionalOldSelf``, order-insensitive
 equality of set/map lists, property-name escaping, ratcheting.
 
 Entry points: ``validate(crd, obj, old=None) -> list[str]`` (empty means
-valid; each message is ``"<field path>: <what is wrong>"``) and
+valid; each message is ``"<field path>: <what is wrong>"``; memoised by
+content, see ``tests/support/validation.py``) and
 ``check_crd(crd) -> list[str]`` (lints the CRD itself: structural types,
 descriptions everywhere, list map keys, CEL rules that compile, printer
 columns that point at declared fields).
@@ -57,6 +58,8 @@ from typing import Any
 import celpy
 import jsonschema
 from celpy import celtypes
+
+from tests.support.validation import content_key, memoised
 
 Schema = dict[str, Any]
 
@@ -452,7 +455,15 @@ def validate(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | Non
     ``apiVersion`` and ``kind`` must name that CRD. The object is defaulted
     first, like admission does; ``old`` (if given) is defaulted too and
     enables transition rules.
+
+    Memoised by content (``tests.support.validation``): the same CRD, object
+    and old object are checked once per session; any change is checked anew.
     """
+    key = content_key(crd, obj, old)
+    return memoised("crd", key, lambda: _validate(crd, obj, old), copy=list)
+
+
+def _validate(crd: dict[str, Any], obj: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
     kind = crd["spec"]["names"]["kind"]
     if obj.get("kind") != kind:
         return [f"kind: expected {kind!r}, got {obj.get('kind')!r}"]

@@ -26,10 +26,10 @@ import pytest
 import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from devstack.registry import RegistryServer, TokenAuth, free_port
 from hooks.app import create_app
 from lib import credentials, registry_token
 from lib.config import Config
-from tests.support.registry import RegistryServer, TokenAuth, free_port
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

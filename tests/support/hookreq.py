@@ -6,8 +6,12 @@
   present even when empty; related objects keyed the same way;
 - ``observe``: turn a desired child from a hook answer into what the API
   server would return (uid, creationTimestamp, status);
-- Jobs with status and Pods of a Job whose worker container terminated with a
-  termination message (a result JSON, or a log tail).
+- Jobs with status, and a Job carrying the result its worker patched onto it
+  (``reported``: the ``ai.deckhouse.io/result`` annotation, the only place
+  the hooks read a worker's result);
+- Pods of a Job whose worker container terminated with a termination message
+  (``pod_of``): the hooks never read Pods any more, so these only serve to
+  prove that a Pod, forged or not, changes nothing.
 
 Reusable by any hook's tests; nothing here depends on a hook's internals
 except the default list of declared child types.
@@ -252,6 +256,13 @@ def pod_of(
         "spec": copy.deepcopy(tmpl["spec"]),
         "status": {"phase": phase, "startTime": "2026-01-01T00:00:06Z", "containerStatuses": [cs]},
     }
+
+
+def reported(job: Obj, result: str) -> Obj:
+    """``job`` after its worker patched its result onto it (``ai.deckhouse.io/result``, jobs/own_job.py)."""
+    o = copy.deepcopy(job)
+    o["metadata"].setdefault("annotations", {})["ai.deckhouse.io/result"] = result
+    return o
 
 
 def success_result(

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.registry import free_port
+from devstack.registry import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY, SECRET_KEY, REGION = "ai-models-test", "ai-models-test-secret", "us-east-1"
