@@ -23,6 +23,7 @@ BENCHES = [
     ("bench_load", []),
     ("bench_concurrent_publish", []),
     ("bench_dmcr", ["256", "2000"]),
+    ("bench_mounts", ["10", "64"]),
 ]
 
 

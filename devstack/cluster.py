@@ -158,6 +158,9 @@ class Cluster:
             self._emit("ADDED", obj)
             if obj["kind"] == "Namespace":
                 self._publish_root_ca(md["name"])
+                # What kube-controller-manager's serviceaccount controller does.
+                self.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": "default", "namespace": md["name"]}})
             return copy.deepcopy(obj)
 
     def _store_update(self, old: Obj, new: Obj) -> Obj:

@@ -210,6 +210,8 @@ class Kubelet:
                         env[e["name"]] = pod["metadata"]["name"]
                     elif path == "metadata.namespace":
                         env[e["name"]] = pod["metadata"]["namespace"]
+                    elif path == "metadata.uid":
+                        env[e["name"]] = pod["metadata"].get("uid", "")
                     elif path.startswith("metadata.labels['"):
                         env[e["name"]] = (pod["metadata"].get("labels") or {}).get(path[17:-2], "")
                 elif "secretKeyRef" in vf:

@@ -194,10 +194,10 @@ class KubeStore:
 
     def service_account_token(self, namespace: str, account: str, pod: Obj, expiration: int) -> str:
         md = pod["metadata"]
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-            "expirationSeconds": expiration,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md.get("uid", "")},
-        }}
+        spec: Obj = {"expirationSeconds": expiration}
+        if md.get("uid"):  # a stored Pod: bound to it, as the kubelet's tokens are
+            spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": md["name"], "uid": md["uid"]}
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         r = self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", body)
         return str(r["status"]["token"])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-# (exception type, innermost function in lib/archive.py): a corrupt zip escapes as a raw exception
+# (exception type, innermost function in lib/archive/): a corrupt zip escapes as a raw exception
 # instead of ArchiveError(400).
 KNOWN_ZIP_BUGS: frozenset[tuple[str, str]] = frozenset()  # all fixed; see git history
 
@@ -19,8 +19,10 @@ KNOWN_500_SITES: frozenset[str] = frozenset()  # all fixed (typed status schemas
 
 
 def innermost(e: BaseException, filename: str) -> str:
-    """Name of the innermost frame of ``e``'s traceback that lies in ``filename``."""
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(filename)]
+    """Name of the innermost frame of ``e``'s traceback that lies in ``filename`` (a file, or a
+    directory ending in ``/``)."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if f.filename.endswith(filename) or (filename.endswith("/") and filename in f.filename)]
     return frames[-1].name if frames else ""
 
 

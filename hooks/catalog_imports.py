@@ -25,6 +25,7 @@ from typing import Any
 from hooks import model_children as ch
 from hooks.errors import HookInputError
 from hooks.model_parent import ModelRef, parse_parent
+from hooks.worker_jobs import backoff_seconds
 from lib import catalog
 from lib.api import conditions as cond
 from lib.api.naming import dns_label, short_hash
@@ -139,7 +140,7 @@ def children(
         source=f"{sources.OCI_SCHEME}{registry}/{req.reference}",
         attempt=req.attempt,
         auth=how,
-        delay_seconds=ch.backoff_seconds(req.attempt),
+        delay_seconds=backoff_seconds(req.attempt),
         worker=WORKER,
         labels={LABEL_SOURCE_UID: source_uid},
     )

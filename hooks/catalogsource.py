@@ -33,26 +33,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import catalog_imports as imports
+from hooks import worker_jobs as wj
 from hooks.catalog_imports import LABEL_SOURCE_UID, auth_secret_name, ca_secret_name
+from hooks.catalogsource_parent import DEFAULT_REFRESH, Source, decode_ca, parse_source, probe_job_name
 from hooks.errors import HookInputError
-from hooks.model_children import (
+from hooks.model_status import JOB, SECRET, by_name, clip, objects, request_time
+from hooks.worker_jobs import (
     RESULT_FILE,
     SOURCE_CA_DIR,
-    SOURCE_DIR,
     SOURCE_DOCKERCONFIG_FILE,
     Budget,
     JobSpec,
-    _secret_volume,
+    job_result,
+    job_state,
+    label,
     worker_job,
     worker_rbac,
 )
-from hooks.model_parent import ModelRef
-from hooks.model_status import JOB, SECRET, by_name, clip, objects, request_time
-from hooks.worker_result import job_result, job_state
 from lib import catalog
 from lib.api import conditions as cond
 from lib.api import worker_cli as cli
-from lib.api.naming import dns_label, short_hash
+from lib.api.naming import short_hash
 from lib.api.types import API_VERSION, ConditionType, Phase, Reason
 from lib.config import Config
 
@@ -66,7 +67,6 @@ LABEL_PROBE_DELAY = "ai.deckhouse.io/probe-delay"
 LABEL_PROBE_INPUTS = "ai.deckhouse.io/probe-inputs"
 DOCKERCONFIG_KEY = ".dockerconfigjson"
 CA_KEY = "ca.crt"
-DEFAULT_REFRESH = 300
 PROBE = Budget(("50m", "500m"), ("64Mi", "256Mi"), ("64Mi", "256Mi"), 600, 0, tmp_size="64Mi")
 REASON_PROBED = "CatalogProbed"
 REASON_TRUNCATED = "CatalogListTruncated"
@@ -74,102 +74,7 @@ REASON_TRUNCATED = "CatalogListTruncated"
 PASS_THROUGH = frozenset({Reason.CATALOG_AUTH_FAILED, Reason.CATALOG_TLS_INVALID})
 
 
-# -- names shared with the Model hooks (hooks/model_catalog.py) --------------------
-
-
-def probe_job_name(source: str, attempt: int) -> str:
-    return dns_label("ai-catalog-probe", f"{source}-{attempt}")
-
-
-# -- the parent ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    uid: str
-    generation: int | None
-    spec: Obj
-    status: Obj
-    registry: str
-    repository: str
-    tag: str
-    insecure: bool
-    refresh: int
-    auth_ref: tuple[str, str] | None  # (namespace, name)
-
-    @property
-    def catalog_ref(self) -> str:
-        return f"{self.registry}/{self.repository}:{self.tag}"
-
-
-def decode_ca(value: Any) -> str:
-    """``spec.caBundle`` (base64 PEM) → PEM text; ValueError when it is not that."""
-    if not value:
-        return ""
-    try:
-        pem = base64.b64decode(str(value), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("spec.caBundle is not base64-encoded PEM") from None
-    if "-----BEGIN CERTIFICATE-----" not in pem:
-        raise ValueError("spec.caBundle does not contain a PEM certificate (-----BEGIN CERTIFICATE-----)")
-    return pem
-
-
-def parse_source(parent: Obj) -> Source:
-    md = parent.get("metadata") or {}
-    if parent.get("kind") != "ModelCatalogSource":
-        raise HookInputError(f"parent.kind must be ModelCatalogSource, got {parent.get('kind')!r}")
-    name, uid = md.get("name"), md.get("uid")
-    if not isinstance(name, str) or not name or not isinstance(uid, str) or not uid:
-        raise HookInputError("parent.metadata.name and uid are required")
-    spec = parent.get("spec")
-    if not isinstance(spec, dict):
-        raise HookInputError("parent.spec must be an object")
-    status = parent.get("status") or {}
-    if not isinstance(status, dict):
-        raise HookInputError("parent.status must be an object")
-    registry, repository = spec.get("registry"), spec.get("repository")
-    if not isinstance(registry, str) or not registry or not isinstance(repository, str) or not repository:
-        raise HookInputError("parent.spec.registry and parent.spec.repository are required")
-    ref = spec.get("authSecretRef")
-    auth = None
-    if isinstance(ref, dict) and ref.get("name") and ref.get("namespace"):
-        auth = (str(ref["namespace"]), str(ref["name"]))
-    refresh = spec.get("refreshIntervalSeconds")
-    gen = md.get("generation")
-    return Source(
-        name=name,
-        uid=uid,
-        generation=gen if isinstance(gen, int) else None,
-        spec=spec,
-        status=status,
-        registry=registry,
-        repository=repository,
-        tag=str(spec.get("tag") or "latest"),
-        insecure=spec.get("insecure") is True,
-        refresh=refresh if isinstance(refresh, int) and refresh >= 30 else DEFAULT_REFRESH,
-        auth_ref=auth,
-    )
-
-
-def _ref(src: Source, config: Config) -> ModelRef:
-    """A ``ModelRef`` shaped identity, to build the probe Job with the Model Jobs' builder."""
-    return ModelRef(
-        cluster=True,
-        kind="ModelCatalogSource",
-        name=src.name,
-        namespace="",
-        uid=src.uid,
-        generation=src.generation,
-        created="",
-        spec=src.spec,
-        status=src.status,
-        child_namespace=config.namespace,
-        repository="",
-        destination="",
-        child_prefix="ai-catalog-probe",
-    )
+__all__ = ["DEFAULT_REFRESH", "Source", "customize", "decode_ca", "parse_source", "probe_job", "sync"]
 
 
 # -- children --------------------------------------------------------------------
@@ -221,18 +126,12 @@ def probe_job(
         ca_file=f"{SOURCE_CA_DIR}/{CA_KEY}" if ca else None,
         insecure_registry=src.insecure,
     )
-    volumes: list[Obj] = []
-    mounts: list[Obj] = []
-    if auth:
-        volumes.append(
-            _secret_volume("source-auth", auth_secret_name(src.name), [(DOCKERCONFIG_KEY, DOCKERCONFIG_KEY)])
-        )
-        mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
-    if ca:
-        volumes.append(_secret_volume("source-ca", ca_secret_name(src.name), [(CA_KEY, CA_KEY)]))
-        mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
-    job = worker_job(
-        _ref(src, config),
+    volumes, mounts = wj.source_mounts(
+        (auth_secret_name(src.name), [(DOCKERCONFIG_KEY, DOCKERCONFIG_KEY)]) if auth else None,
+        ca_secret_name(src.name) if ca else "",
+    )
+    return worker_job(
+        src.owner(config.namespace),
         config,
         JobSpec(
             name=name,
@@ -251,7 +150,6 @@ def probe_job(
             delay_seconds=delay,
         ),
     )
-    return job
 
 
 # -- reading probe results ---------------------------------------------------------
@@ -263,19 +161,6 @@ class ProbeOutcome:
     result: Obj | None = None  # {catalogRevision, models[, modelsTruncated]}
     error: tuple[str, str] | None = None
     finished_at: str = ""
-
-
-def _label(obj: Obj, key: str) -> str:
-    v = ((obj.get("metadata") or {}).get("labels") or {}).get(key)
-    return v if isinstance(v, str) else ""
-
-
-def job_name(job: Obj | None) -> str:
-    return str(((job or {}).get("metadata") or {}).get("name") or "")
-
-
-def job_namespace(job: Obj | None) -> str:
-    return str(((job or {}).get("metadata") or {}).get("namespace") or "")
 
 
 def probe_outcome(job: Obj | None) -> ProbeOutcome:
@@ -295,14 +180,11 @@ def probe_outcome(job: Obj | None) -> ProbeOutcome:
         reason = str(err.get("reason") or Reason.CATALOG_SOURCE_NOT_READY)
         return ProbeOutcome(True, error=(reason, clip(str(err.get("message")))), finished_at=at)
     if state.failed or unreadable:
-        why = unreadable or state.reason + (f": {state.message}" if state.message else "")
-        return ProbeOutcome(
-            True,
-            error=(Reason.WORKER_FAILED, clip(
-                f"probe job failed without a result: {why} (kubectl logs job/{job_name(job)} "
-                f"-n {job_namespace(job)} shows the worker's log)")),
-            finished_at=at,
+        md = (job or {}).get("metadata") or {}
+        why = wj.failed_without_result(
+            "probe", unreadable or state.why, str(md.get("name") or ""), str(md.get("namespace") or "")
         )
+        return ProbeOutcome(True, error=(Reason.WORKER_FAILED, clip(why)), finished_at=at)
     if state.succeeded:  # Complete without a result: move on, keeping the last observation
         return ProbeOutcome(True, finished_at="")
     return ProbeOutcome()
@@ -447,17 +329,47 @@ def _wanted(related: Obj, src: Source, ready: bool) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-# -- hooks -------------------------------------------------------------------------
+# -- sync: parse → decide (pure) → render -------------------------------------------
 
 
-def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Parsed:
+    """What one sync call reads from its request: the source, its credentials, its probe Jobs."""
+
+    src: Source
+    children: Obj
+    related: Obj
+    now: str
+    prev: Observed | None  # the outcome the status already shows (Ready or Failed)
+    auth_b64: str
+    ca_pem: str
+    credentials_error: Observed | None  # the auth Secret or the CA cannot be used
+    attempt: int  # the newest probe counter proven by status or an observed Job
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do: the outcome to show, the probe counter, the probe Jobs to emit.
+
+    ``keep``: observed probe Jobs, emitted again as they were created, before ``start``:
+    ``(attempt, delay)`` of a new probe Job, so the last Job is the newest probe (the one the
+    worker RBAC names). Unusable credentials: status only, no children (``emit_children``).
+    """
+
+    observed: Observed
+    attempt: int
+    inputs: str = ""  # hash of this call's probe inputs (spec, credentials, CA, wanted names)
+    wanted: tuple[str, ...] = ()
+    keep: tuple[Obj, ...] = ()
+    start: tuple[int, int] | None = None
+    emit_children: bool = True
+
+
+def parse(req: dict[str, Any]) -> Parsed:
     src = parse_source(req.get("parent") or {})
     children, related = req.get("children") or {}, req.get("related") or {}
     now = request_time(req)
-    ns = config.namespace
     prev = _previous(src)
-    last_good = prev if prev is not None and prev.revision else None
-
     auth_b64, auth_error = _auth_data(src, related)
     try:
         ca_pem = decode_ca(src.spec.get("caBundle"))
@@ -468,114 +380,128 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     # Adopt the newest probe counter proven by status or an observed Job.
     attempt = src.status.get("probeAttempt")
     attempt = attempt if isinstance(attempt, int) and attempt >= 1 else 1
-    for child in objects(children, JOB):
-        seen = _label(child, LABEL_PROBE)
-        if _label(child, LABEL_SOURCE_UID) == src.uid and seen.isdigit():
-            attempt = max(attempt, int(seen))
-
+    # Probes go on forever in the module namespace (only the module writes there): no limit.
+    (attempt,) = wj.adopt(
+        objects(children, JOB), {LABEL_SOURCE_UID: src.uid}, (attempt,), (LABEL_PROBE,), limit=None
+    )
+    failed = None
     if auth_error or ca_error:
         reason = Reason.CATALOG_AUTH_FAILED if auth_error else Reason.CATALOG_TLS_INVALID
         failed = Observed(Phase.FAILED, reason, str(auth_error or ca_error))
-        return {
-            "status": _status(src, failed, attempt, now, last_good),
-            "children": [],
-            "resyncAfterSeconds": src.refresh,
-        }
+    return Parsed(src, children, related, now, prev, auth_b64, ca_pem, failed, attempt)
 
+
+def _probe_inputs(p: Parsed) -> tuple[str, tuple[str, ...]]:
+    """(hash of a probe's inputs, the catalog names it lists first)."""
     # A truncated listing may miss models that Models ask for: the next probe lists those first.
     wanted: tuple[str, ...] = ()
-    if prev is not None and prev.reason == REASON_TRUNCATED:
-        wanted = _wanted(related, src, prev.phase == Phase.READY)
-    inputs = short_hash(
-        json.dumps(
-            [
-                src.catalog_ref,
-                src.insecure,
-                short_hash(auth_b64, length=16),
-                short_hash(ca_pem, length=16),
-                wanted,
-            ],
-        ),
-        length=16,
+    if p.prev is not None and p.prev.reason == REASON_TRUNCATED:
+        wanted = _wanted(p.related, p.src, p.prev.phase == Phase.READY)
+    parts = [
+        p.src.catalog_ref,
+        p.src.insecure,
+        short_hash(p.auth_b64, length=16),
+        short_hash(p.ca_pem, length=16),
+        wanted,
+    ]
+    return short_hash(json.dumps(parts), length=16), wanted
+
+
+def decide(p: Parsed, namespace: str) -> Plan:
+    """The probe ladder: which outcome to show and which probe Jobs to keep or start. Pure."""
+    if p.credentials_error is not None:
+        return Plan(p.credentials_error, p.attempt, emit_children=False)
+    src, attempt = p.src, p.attempt
+    inputs, wanted = _probe_inputs(p)
+    current = by_name(p.children, JOB, namespace, probe_job_name(src.name, attempt))
+    previous_job = (
+        by_name(p.children, JOB, namespace, probe_job_name(src.name, attempt - 1)) if attempt > 1 else None
     )
-    desired: list[Obj] = []
-    if auth_b64:
-        desired.append(auth_copy(src, ns, auth_b64))
-    if ca_pem:
-        desired.append(ca_copy(src, ns, ca_pem))
+    out, prev_out = probe_outcome(current), probe_outcome(previous_job)
 
-    current = by_name(children, JOB, ns, probe_job_name(src.name, attempt))
-    previous_job = by_name(children, JOB, ns, probe_job_name(src.name, attempt - 1)) if attempt > 1 else None
-    out = probe_outcome(current)
-    prev_out = probe_outcome(previous_job)
-
-    def job(n: int, delay: int) -> Obj:
-        return probe_job(
-            src,
-            config,
-            attempt=n,
-            delay=delay,
-            inputs=inputs,
-            auth=bool(auth_b64),
-            ca=bool(ca_pem),
-            wanted=wanted,
-        )
-
-    def reemit(observed: Obj) -> Obj:
-        """An observed probe Job as it was created (its delay and inputs are its own)."""
-        delay = _label(observed, LABEL_PROBE_DELAY)
-        label = _label(observed, LABEL_PROBE)
-        if not label.isdigit():
-            name = observed["metadata"].get("name")
-            raise HookInputError(f"probe Job {name}: label {LABEL_PROBE} is not a number")
-        n = int(label)
-        same = probe_job(
-            src,
-            config,
-            attempt=n,
-            delay=int(delay) if delay.isdigit() else 0,
-            inputs=_label(observed, LABEL_PROBE_INPUTS) or inputs,
-            auth=bool(auth_b64),
-            ca=bool(ca_pem),
-            wanted=wanted,
-        )
-        return same
-
-    jobs: list[Obj] = []
+    keep: tuple[Obj, ...] = ()
+    start: tuple[int, int] | None = None
     obs: Observed | None = None
     if current is None:
         # First probe, or the one created by the previous call: start it (no delay for the first).
         if previous_job is not None and prev_out.finished:
             obs = _from_outcome(prev_out, src)
-            jobs.append(reemit(previous_job))
-            delay = src.refresh if _label(previous_job, LABEL_PROBE_INPUTS) == inputs else 0
+            keep = (previous_job,)
+            delay = src.refresh if label(previous_job, LABEL_PROBE_INPUTS) == inputs else 0
         else:
             delay = 0  # nothing to wait after (first probe, or the Job was deleted: probe now)
-        jobs.append(job(attempt, delay))
+        start = (attempt, delay)
     elif out.finished:
         obs = _from_outcome(out, src)
-        same_inputs = _label(current, LABEL_PROBE_INPUTS) == inputs
+        same_inputs = label(current, LABEL_PROBE_INPUTS) == inputs
         attempt += 1
-        jobs += [reemit(current), job(attempt, src.refresh if same_inputs else 0)]
-    elif _label(current, LABEL_PROBE_INPUTS) != inputs:
+        keep, start = (current,), (attempt, src.refresh if same_inputs else 0)
+    elif label(current, LABEL_PROBE_INPUTS) != inputs:
         # The spec, the credentials or the CA changed: probe again now, with the new inputs.
         attempt += 1
-        jobs.append(job(attempt, 0))
+        start = (attempt, 0)
         if previous_job is not None and prev_out.finished:
             obs = _from_outcome(prev_out, src)
+    elif previous_job is not None and prev_out.finished:
+        # Still running: show the finished previous probe again (recovers a lost status write).
+        obs = _from_outcome(prev_out, src)
+        keep = (previous_job, current)
     else:
-        jobs.append(reemit(current))
-        if previous_job is not None and prev_out.finished:
-            obs = _from_outcome(prev_out, src)
-            jobs.insert(0, reemit(previous_job))
+        keep = (current,)
 
     if obs is None:
-        obs = prev or Observed(
+        obs = p.prev or Observed(
             Phase.PENDING, Reason.PENDING, f"waiting for the first probe of {src.catalog_ref}"
         )
+    return Plan(obs, attempt, inputs, wanted, keep, start)
 
+
+def _probe_jobs(p: Parsed, plan: Plan, config: Config) -> list[Obj]:
+    """The probe Jobs of ``plan``: the kept ones as they were created, then the new one."""
+
+    def same(observed: Obj) -> Obj:
+        """An observed probe Job as it was created (its delay and inputs are its own)."""
+        delay = label(observed, LABEL_PROBE_DELAY)
+        counter = label(observed, LABEL_PROBE)
+        if not counter.isdigit():
+            name = observed["metadata"].get("name")
+            raise HookInputError(f"probe Job {name}: label {LABEL_PROBE} is not a number")
+        inputs = label(observed, LABEL_PROBE_INPUTS) or plan.inputs
+        return job(int(counter), int(delay) if delay.isdigit() else 0, inputs)
+
+    def job(n: int, delay: int, inputs: str) -> Obj:
+        return probe_job(
+            p.src,
+            config,
+            attempt=n,
+            delay=delay,
+            inputs=inputs,
+            auth=bool(p.auth_b64),
+            ca=bool(p.ca_pem),
+            wanted=plan.wanted,
+        )
+
+    jobs = [same(j) for j in plan.keep]
+    if plan.start is not None:
+        jobs.append(job(*plan.start, plan.inputs))
+    return jobs
+
+
+def render(p: Parsed, plan: Plan, config: Config) -> dict[str, Any]:
+    src, ns = p.src, config.namespace
+    last_good = p.prev if p.prev is not None and p.prev.revision else None
+    status = _status(src, plan.observed, plan.attempt, p.now, last_good)
+    if not plan.emit_children:
+        return {"status": status, "children": [], "resyncAfterSeconds": src.refresh}
+
+    jobs = _probe_jobs(p, plan, config)
+    desired: list[Obj] = []
+    if p.auth_b64:
+        desired.append(auth_copy(src, ns, p.auth_b64))
+    if p.ca_pem:
+        desired.append(ca_copy(src, ns, p.ca_pem))
     # The imports that Models and ClusterModels ask this source for, run here (module namespace).
-    for obj in objects(related, MODEL) + objects(related, CLUSTER_MODEL):
+    for obj in objects(p.related, MODEL) + objects(p.related, CLUSTER_MODEL):
         want = imports.requested(obj, src.name, config)
         if want is not None:
             desired += imports.children(
@@ -585,24 +511,24 @@ def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
                 source_uid=src.uid,
                 registry=src.registry,
                 insecure=src.insecure,
-                auth=bool(auth_b64),
-                ca=bool(ca_pem),
+                auth=bool(p.auth_b64),
+                ca=bool(p.ca_pem),
             )
-
     # The probe patches its result onto its own Job: a token and a Role naming these Jobs.
     # Only the newest probe may still run; a finished one needs no patch rights.
-    desired += worker_rbac(_ref(src, config), jobs[-1]["metadata"]["name"])
-    return {
-        "status": _status(src, obs, attempt, now, last_good),
-        "children": desired + jobs,
-        "resyncAfterSeconds": src.refresh,
-    }
+    desired += worker_rbac(src.owner(ns), jobs[-1]["metadata"]["name"])
+    return {"status": status, "children": desired + jobs, "resyncAfterSeconds": src.refresh}
+
+
+def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
+    parsed = parse(req)
+    return render(parsed, decide(parsed, config.namespace), config)
 
 
 def customize(req: dict[str, Any], config: Config) -> dict[str, Any]:
     """The auth Secret and the (Cluster)Models: where to copy the credentials, and which
     catalog names to list first when the catalog is too long for one probe result. No Pods:
-    the probe's result is on its Job (hooks/worker_result.py)."""
+    the probe's result is on its Job (hooks/worker_jobs.py)."""
     src = parse_source(req.get("parent") or {})
     related: list[Obj] = [
         {"apiVersion": API_VERSION, "resource": "models", "labelSelector": {}},

@@ -5,67 +5,49 @@ Every object is complete and deterministic, because Metacontroller applies it
 with a three-way merge on every sync: a field that changed between two calls
 would be an update (and a Job's pod template cannot be updated at all).
 
-Security shape of every worker pod: restricted Pod Security (non-root uid
-65532, read-only root filesystem with an emptyDir for ``/tmp``, no privilege
-escalation, all capabilities dropped, RuntimeDefault seccomp). No token is
-automounted; the worker container alone gets a projected service-account
-token (one hour, refreshed by the kubelet) and the cluster CA, because the
-worker patches its progress and its result onto its own Job (the Role names
-that one Job; ``jobs/own_job.py``).
+The Jobs are worker Jobs of ``hooks/worker_jobs.py`` (restricted pod, result
+on the Job's annotation, a token that may patch that one Job) working for the
+model's ``owner``; what is the Model's own here is the worker's command line,
+its mounts (the DMCR credential, the source's, the upload token) and its
+budget.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from hooks import worker_jobs as wj
 from hooks.model_parent import ModelRef
+from hooks.worker_jobs import (
+    LABEL_ATTEMPT,
+    LABEL_WORKER,
+    RESULT_FILE,
+    SOURCE_CA_DIR,
+    SOURCE_DIR,
+    Budget,
+    JobSpec,
+    secret_volume,
+    worker_job,
+)
 from lib.api import worker_cli as cli
-from lib.api.naming import dns_label
-from lib.api.types import API_VERSION, LABEL_MODEL_UID
+from lib.api.types import LABEL_MODEL_UID
 from lib.capacity import USAGE_CONFIGMAP
 from lib.config import Config
 from lib.credentials import cleanup_credential, dockerconfigjson, publish_credential
 
 Obj = dict[str, Any]
 
-LABEL_WORKER = "ai.deckhouse.io/worker"  # publish | upload-server | cleanup
-LABEL_WORKER_JOB = "ai.deckhouse.io/worker-job"
-LABEL_ATTEMPT = "ai.deckhouse.io/attempt"
 LABEL_SESSION = "ai.deckhouse.io/upload-session"
 
-WORKER_CONTAINER = "worker"
-WORKER_UID = 65532
 REGISTRY_DIR = "/var/run/ai-models/registry"
 REGISTRY_AUTH_FILE = f"{REGISTRY_DIR}/.dockerconfigjson"
 REGISTRY_CA_FILE = f"{REGISTRY_DIR}/ca.crt"
-SOURCE_DIR = "/var/run/ai-models/source"
-SOURCE_TOKEN_FILE = f"{SOURCE_DIR}/token"
-SOURCE_DOCKERCONFIG_FILE = f"{SOURCE_DIR}/.dockerconfigjson"
-SOURCE_CA_DIR = "/var/run/ai-models/source-ca"
 UPLOAD_DIR = "/var/run/ai-models/upload"
 UPLOAD_TOKEN_FILE = f"{UPLOAD_DIR}/token"
-RESULT_FILE = "/dev/termination-log"
-KUBE_DIR = "/var/run/ai-models/kube"  # projected token + ca.crt: the worker reports on its Job
-KUBE_TOKEN_SECONDS = 3600
 SCRATCH_DIR = "/scratch"
-
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Requests/limits and deadlines of one kind of worker Job."""
-
-    cpu: tuple[str, str]
-    memory: tuple[str, str]
-    ephemeral: tuple[str, str]
-    deadline_seconds: int
-    backoff_limit: int
-    tmp_size: str = "1Gi"
-
 
 # Publishing streams every file straight into its blob: no local copy, so the
 # ephemeral storage is only /tmp and logs. Uploads may spool a zip.
@@ -75,216 +57,14 @@ CLEANUP = Budget(("50m", "500m"), ("64Mi", "256Mi"), ("64Mi", "256Mi"), 600, 3)
 UPLOAD_SCRATCH_SIZE = "64Gi"
 UPLOAD_SCRATCH_BYTES = 63 << 30  # --max-spool-bytes stays under the emptyDir limit
 UPLOAD_PUBLISH_GRACE_SECONDS = 24 * 3600  # an upload that arrived may still be publishing
-TTL_AFTER_FINISHED = 3600
-EXIT_PERMANENT = 2  # worker exit status for permanent errors (docs/lifecycle.md)
-
-
-BACKOFF_BASE_SECONDS = 30
-BACKOFF_MAX_SECONDS = 600
-
-
-def backoff_seconds(attempt: int) -> int:
-    """Delay before ``attempt`` (2, 3, ...): 30 s doubling, capped at 10 min (slept by the pod)."""
-    if attempt <= 1:
-        return 0
-    return min(BACKOFF_BASE_SECONDS * 2 ** (attempt - 2), BACKOFF_MAX_SECONDS)
 
 
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def _meta(m: ModelRef, name: str, worker: str | None = None) -> Obj:
-    labels = {LABEL_MODEL_UID: m.uid}
-    if worker:
-        labels[LABEL_WORKER] = worker
-    return {"name": name, "namespace": m.child_namespace, "labels": labels}
-
-
-def _security_context() -> Obj:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": WORKER_UID,
-        "runAsGroup": WORKER_UID,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _resources(b: Budget) -> Obj:
-    return {
-        "requests": {"cpu": b.cpu[0], "memory": b.memory[0], "ephemeral-storage": b.ephemeral[0]},
-        "limits": {"cpu": b.cpu[1], "memory": b.memory[1], "ephemeral-storage": b.ephemeral[1]},
-    }
-
-
-def _secret_volume(name: str, secret: str, items: list[tuple[str, str]]) -> Obj:
-    return {
-        "name": name,
-        "secret": {
-            "secretName": secret,
-            "items": [{"key": k, "path": p} for k, p in items],
-            "defaultMode": 0o440,
-        },
-    }
-
-
-def _kube_api_volume() -> Obj:
-    """What automount would give, for the worker container only: token, CA (kube-root-ca.crt)."""
-    return {
-        "name": "kube-api",
-        "projected": {
-            "defaultMode": 0o440,
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": KUBE_TOKEN_SECONDS}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            ],
-        },
-    }
-
-
-def event_namespace(m: ModelRef) -> str:
-    """Where the worker's Events go: beside a Model; ``default`` for cluster-scoped objects
-    (the API server requires an Event's namespace to be its object's, or ``default``)."""
-    return "default" if m.cluster else m.namespace
-
-
-def regarding(m: ModelRef) -> str:
-    """The object the worker's Events are about, as JSON (``jobs/own_job.py``)."""
-    ref = {"apiVersion": API_VERSION, "kind": m.kind, "name": m.name, "uid": m.uid}
-    if not m.cluster:
-        ref["namespace"] = m.namespace
-    return json.dumps(ref, sort_keys=True, separators=(",", ":"))
-
-
-# ``create`` cannot be limited to names (RBAC ignores resourceNames for create): this one
-# rule is the exception to "every rule names its objects" (docs/security.md).
-EVENTS_RULE = {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
-
-
-def events_rbac(m: ModelRef, account: str, account_namespace: str) -> list[Obj]:
-    """Role + RoleBinding beside ``m``: a worker running elsewhere (its catalog import, in the
-    module namespace) may record Events on it. Cluster-scoped objects' Events go to ``default``,
-    where deploy/rbac/worker-events.yaml lets the module namespace's workers write them."""
-    name = dns_label("ai-model-events", m.name)
-    meta = {**_meta(m, name), "namespace": m.namespace}
-    return [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": [EVENTS_RULE]},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": dict(meta),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace}],
-        },
-    ]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What varies between the worker Jobs."""
-
-    name: str
-    worker: str  # publish | upload-server | cleanup
-    args: list[str]
-    budget: Budget
-    service_account: bool  # a token to patch its own Job (progress, result) with
-    volumes: list[Obj]
-    mounts: list[Obj]
-    labels: dict[str, str]
-    delay_seconds: int = 0  # retry backoff, slept by an init container
-    deadline_seconds: int = 0  # overrides budget.deadline_seconds when set
-    ports: list[Obj] | None = None
-
-
-def worker_job(m: ModelRef, config: Config, js: JobSpec) -> Obj:
-    """A worker Job: restricted pod, result on the Job's annotation, no in-place restarts."""
-    labels = {LABEL_MODEL_UID: m.uid, LABEL_WORKER: js.worker, LABEL_WORKER_JOB: js.name, **js.labels}
-    container: Obj = {
-        "name": WORKER_CONTAINER,
-        "image": config.worker_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "jobs"],
-        "args": js.args,
-        "env": [
-            {"name": "AI_MODELS_JOB_NAME", "value": js.name},
-            {"name": "AI_MODELS_JOB_NAMESPACE", "value": m.child_namespace},
-            {"name": "AI_MODELS_EVENT_NAMESPACE", "value": event_namespace(m)},
-            {"name": "AI_MODELS_EVENT_REGARDING", "value": regarding(m)},
-            {"name": "TMPDIR", "value": "/tmp"},
-        ],
-        "resources": _resources(js.budget),
-        "securityContext": _security_context(),
-        "terminationMessagePath": RESULT_FILE,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *js.mounts],
-    }
-    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": js.budget.tmp_size}}, *js.volumes]
-    if js.service_account:
-        container["env"].append({"name": "AI_MODELS_KUBE_DIR", "value": KUBE_DIR})
-        container["volumeMounts"].append({"name": "kube-api", "mountPath": KUBE_DIR, "readOnly": True})
-        volumes.append(_kube_api_volume())
-    if js.ports:
-        container["ports"] = js.ports
-        container["readinessProbe"] = {
-            "tcpSocket": {"port": js.ports[0]["containerPort"]},
-            "periodSeconds": 5,
-        }
-    pod_spec: Obj = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "fsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if js.service_account:
-        pod_spec["serviceAccountName"] = m.worker_account
-    if js.delay_seconds > 0:
-        # No clock in the hook: the retry delay is slept by the new attempt itself.
-        pod_spec["initContainers"] = [
-            {
-                "name": "backoff",
-                "image": config.worker_image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", "import sys, time; time.sleep(int(sys.argv[1]))"],
-                "args": [str(js.delay_seconds)],
-                "resources": _resources(Budget(("10m", "100m"), ("16Mi", "64Mi"), ("1Mi", "16Mi"), 0, 0)),
-                "securityContext": _security_context(),
-            }
-        ]
-    deadline = js.deadline_seconds or js.budget.deadline_seconds
-    spec: Obj = {
-        "backoffLimit": js.budget.backoff_limit,
-        "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": WORKER_CONTAINER,
-                        "operator": "In",
-                        "values": [EXIT_PERMANENT],
-                    },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]
-        },
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-    }
-    if deadline:
-        spec["activeDeadlineSeconds"] = deadline + js.delay_seconds
-    job_meta = _meta(m, js.name, js.worker)
-    job_meta["labels"].update(js.labels)
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": spec}
+def _meta(m: ModelRef, name: str) -> Obj:
+    return wj.meta(m.owner, name)
 
 
 def _capacity_flags(config: Config) -> dict[str, Any]:
@@ -308,7 +88,7 @@ def _registry_volume(secret: str, config: Config) -> tuple[Obj, Obj]:
     if config.registry_ca_pem and not config.registry_insecure:
         items.append(("ca.crt", "ca.crt"))
     return (
-        _secret_volume("registry-auth", secret, items),
+        secret_volume("registry-auth", secret, items),
         {"name": "registry-auth", "mountPath": REGISTRY_DIR, "readOnly": True},
     )
 
@@ -352,15 +132,11 @@ def publish_job(
         mount_from=mount_from,
     )
     vol, mount = _registry_volume(m.registry_secret, config)
-    volumes, mounts = [vol], [mount]
-    if auth.secret:
-        volumes.append(_secret_volume("source-auth", auth.secret, [(auth.key, auth.path)]))
-        mounts.append({"name": "source-auth", "mountPath": SOURCE_DIR, "readOnly": True})
-    if auth.ca_secret:
-        volumes.append(_secret_volume("source-ca", auth.ca_secret, [("ca.crt", "ca.crt")]))
-        mounts.append({"name": "source-ca", "mountPath": SOURCE_CA_DIR, "readOnly": True})
+    source_volumes, source_mounts = wj.source_mounts(
+        (auth.secret, [(auth.key, auth.path)]) if auth.secret else None, auth.ca_secret
+    )
     return worker_job(
-        m,
+        m.owner,
         config,
         JobSpec(
             name=name,
@@ -368,8 +144,8 @@ def publish_job(
             args=command.argv(),
             budget=PUBLISH,
             service_account=True,
-            volumes=volumes,
-            mounts=mounts,
+            volumes=[vol, *source_volumes],
+            mounts=[mount, *source_mounts],
             labels={LABEL_ATTEMPT: str(attempt), **(labels or {})},
             delay_seconds=delay_seconds,
         ),
@@ -405,7 +181,7 @@ def upload_job(
     vol, mount = _registry_volume(m.registry_secret, config)
     volumes = [
         vol,
-        _secret_volume("upload-token", m.upload_secret(session), [("token", "token")]),
+        secret_volume("upload-token", m.upload_secret(session), [("token", "token")]),
         {"name": "scratch", "emptyDir": {"sizeLimit": UPLOAD_SCRATCH_SIZE}},
     ]
     mounts = [
@@ -414,7 +190,7 @@ def upload_job(
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
     return worker_job(
-        m,
+        m.owner,
         config,
         JobSpec(
             name=name,
@@ -442,7 +218,7 @@ def cleanup_job(m: ModelRef, config: Config, *, digest: str, attempt: int, delay
     )
     vol, mount = _registry_volume(m.cleanup_secret, config)
     return worker_job(
-        m,
+        m.owner,
         config,
         JobSpec(
             name=m.cleanup_job(attempt),
@@ -484,38 +260,8 @@ def cleanup_secret(m: ModelRef, config: Config) -> Obj:
 
 
 def worker_rbac(m: ModelRef, *job_names: str) -> list[Obj]:
-    """ServiceAccount + Role + RoleBinding: the worker may get/patch its own Job, nothing else."""
-    name = m.worker_account
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": _meta(m, name),
-            "automountServiceAccountToken": False,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": _meta(m, name),
-            "rules": [
-                {
-                    "apiGroups": ["batch"],
-                    "resources": ["jobs"],
-                    "resourceNames": sorted(set(job_names)),
-                    "verbs": ["get", "patch"],
-                },
-                # Events on the Model beside it (a cluster-scoped object's go to ``default``).
-                *([EVENTS_RULE] if not m.cluster and m.child_namespace == m.namespace else []),
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": _meta(m, name),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": m.child_namespace}],
-        },
-    ]
+    """The RBAC of the model's worker: it may get/patch its own Jobs (``hooks/worker_jobs.py``)."""
+    return wj.worker_rbac(m.owner, *job_names)
 
 
 # -- upload session ---------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks.errors import HookInputError
+from hooks.worker_jobs import Owner
 from lib.api.naming import dns_label, model_repository
 from lib.config import Config
 
@@ -47,6 +48,19 @@ class ModelRef:
         return self.child_stem or self.name
 
     @property
+    def owner(self) -> Owner:
+        """Whom this model's worker Jobs work for (``hooks/worker_jobs.py``)."""
+        return Owner(
+            kind=self.kind,
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+            child_namespace=self.child_namespace,
+            prefix=self.prefix,
+            stem=self.stem,
+        )
+
+    @property
     def source(self) -> dict[str, Any]:
         return self.spec.get("source") or {}
 
@@ -63,7 +77,7 @@ class ModelRef:
     @property
     def worker_account(self) -> str:
         """ServiceAccount, Role and RoleBinding of the worker (same name, different kinds)."""
-        return dns_label(f"{self.prefix}-worker", self.stem)
+        return self.owner.worker_account
 
     @property
     def registry_secret(self) -> str:

@@ -1,9 +1,9 @@
-"""Reading the world for the Model hooks: worker results, Job state, progress, time.
+"""Reading the world for the Model hooks: worker results, Job state, progress, counters, time.
 
 The worker's result is the ``ai.deckhouse.io/result`` annotation it patches on
-its own Job before it exits (``hooks/worker_result.py``); a worker that died
-before writing it (OOM-killed, crashed, past its deadline) is described from
-the Job's Failed condition.
+its own Job before it exits (read with ``hooks/worker_jobs.py``); a worker that
+died before writing it (OOM-killed, crashed, past its deadline) is described
+from the Job's Failed condition.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hooks.worker_result import job_label, job_result, job_state
+from hooks.model_parent import ModelRef
+from hooks.worker_jobs import LABEL_WORKER, adopt, failed_without_result, job_label, job_result, job_state
 from lib.api.conditions import latest_time
-from lib.api.types import ANNOTATION_PROGRESS, Reason
+from lib.api.types import ANNOTATION_PROGRESS, LABEL_MODEL_UID, Reason
 from lib.result import artifact_problem
 
 Obj = dict[str, Any]
@@ -122,12 +123,8 @@ def outcome(job: Obj | None, destination: str) -> Outcome:
             else:
                 rejected.append(f"{name}: {problem}")
     if state.failed and error is None and success is None:
-        why = state.reason + (f": {state.message}" if state.message else "")
-        error = (
-            Reason.WORKER_FAILED,
-            clip(f"worker job failed without a result: {why} (kubectl logs job/{name.partition('/')[2]} "
-                 f"-n {name.partition('/')[0]} shows the worker's log)"),
-        )
+        namespace, _, short = name.partition("/")
+        error = (Reason.WORKER_FAILED, clip(failed_without_result("worker", state.why, short, namespace)))
     progress = ""
     annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
     p = annotations.get(ANNOTATION_PROGRESS) if isinstance(annotations, dict) else None
@@ -143,6 +140,14 @@ def outcome(job: Obj | None, destination: str) -> Outcome:
         progress=progress,
         rejected=tuple(sorted(set(rejected))),
     )
+
+
+def adopted(
+    m: ModelRef, group: Obj, worker: str, counters: tuple[int, ...], labels: tuple[str, ...]
+) -> tuple[int, ...]:
+    """The newest of (status counters, counters carried by observed Jobs of ``m``'s ``worker``):
+    a status write lost after a new attempt's children were applied loses nothing."""
+    return adopt(objects(group, JOB), {LABEL_WORKER: worker, LABEL_MODEL_UID: m.uid}, counters, labels)
 
 
 def pick(source: Any, fields: Mapping[str, type]) -> Obj:

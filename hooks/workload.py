@@ -18,6 +18,15 @@ workloads that name it (pkg/controller/common/customize/manager.go
 matchesRelatedRule), so polling would only cost hook calls: 5,000 blocked
 workloads at 30 s were 166 calls a second. The DecoratorController's
 ``resyncPeriodSeconds`` remains the safety net (tests/test_scale.py).
+
+One exception, cheap and bounded: an answer that *changes* the workload's
+annotations asks for one follow-up sync (``RESYNC_AFTER_WRITE``). Metacontroller
+writes them with a PUT of its cached object and ignores a conflict, counting on
+the next event (pkg/controller/decorator/controller.go, sync); with
+``ignoreStatusChanges`` the event that caused the conflict — the Deployment
+controller's status write — is dropped, so the resolution would wait for the
+resync period (600 s) while the new template stays gated. The follow-up sees
+the annotations written and asks for nothing more: one extra call per change.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from lib.delivery import Blocked, ModelKind, ModelRef
 
 SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 LABELS = {"app.kubernetes.io/managed-by": "ai-models", "app.kubernetes.io/component": "model-pull"}
+RESYNC_AFTER_WRITE = 5  # seconds; see the module docstring
 
 
 def _target(req: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +174,14 @@ def _signed_pull_credential(value: Any, config: Config) -> bool:
 
 
 def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
+    answer = _sync(req, config)
+    observed = (_target(req).get("metadata") or {}).get("annotations") or {}
+    if any(observed.get(k) != v for k, v in answer["annotations"].items()):
+        answer["resyncAfterSeconds"] = RESYNC_AFTER_WRITE  # a lost write is retried, not left to the resync
+    return answer
+
+
+def _sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     obj = _target(req)
     namespace = _namespace(obj)
     annotations = (obj.get("metadata") or {}).get("annotations") or {}

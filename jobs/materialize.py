@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.own_job import pod_event_recorder
 from lib.oci.client import RegistryClient
 from lib.oci.errors import RegistryError
 from lib.oci.reference import InvalidReference, Reference
@@ -48,9 +49,19 @@ def _report(s: Summary, into: str, seconds: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Materialize, and tell ``kubectl describe pod`` how it went (when the pod may record Events)."""
+    record = pod_event_recorder()
+    code, note = _run(args)
+    if record is not None:
+        reason = "ModelMaterialized" if code == 0 else "MaterializeFailed"
+        record(reason, note, warning=code != 0)
+    return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str]:
     ref = _artifact(args.artifact)
     if ref is None or ref.digest is None:
-        return 1
+        return 1, f"--artifact {args.artifact!r} is not REGISTRY/REPOSITORY@sha256:DIGEST"
     try:
         client = RegistryClient.from_docker_config(
             ref.registry,
@@ -62,12 +73,22 @@ def run(args: argparse.Namespace) -> int:
         summary = materialize(client, ref.repository, ref.digest, Path(args.into))
     except MaterializeError as e:
         _stderr(str(e))
-        return 1
+        return 1, f"{args.artifact}: {e}"
     except RegistryError as e:
         _stderr(f"{args.artifact}: {e}")
-        return 1
+        return 1, f"{args.artifact}: {e}"
     except OSError as e:
-        _stderr(f"cannot write into {args.into}: {e} (is the volume large enough and writable?)")
-        return 1
-    _report(summary, args.into, time.monotonic() - started)
-    return 0
+        message = f"cannot write into {args.into}: {e} (is the volume large enough and writable?)"
+        _stderr(message)
+        return 1, message
+    seconds = time.monotonic() - started
+    _report(summary, args.into, seconds)
+    return 0, _note(summary, args.into, seconds)
+
+
+def _note(s: Summary, into: str, seconds: float) -> str:
+    if s.skipped:
+        return f"{into} already holds {s.digest}"
+    mib = s.downloaded_bytes / (1 << 20)
+    return (f"{s.files} files of {s.digest} in {into}: {mib:.1f} MiB fetched from DMCR, "
+            f"{s.reused_bytes / (1 << 20):.1f} MiB reused, {seconds:.1f} s")

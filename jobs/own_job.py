@@ -112,41 +112,13 @@ class OwnJob:
         return False
 
     def event(self, reason: str, note: str, *, warning: bool = False, action: str = "Publish") -> None:
-        """Record an ``events.k8s.io/v1`` Event on the object the worker works for (best effort).
-
-        ``kubectl describe`` shows them in order. Notes are built by the callers from
-        results, never from credentials.
-        """
+        """Record an Event on the object the worker works for (best effort); ``kubectl describe``
+        shows them in order. Notes are built by the callers from results, never from credentials."""
         if self.events_api is None or not self.event_namespace:
             return
-        now = dt.datetime.now(dt.UTC)
-        # The client serialises datetimes with isoformat(), which drops a zero fraction;
-        # the API server's MicroTime needs one.
-        now = now.replace(microsecond=now.microsecond or 1)
-        body = {
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            # Named as client-go's recorder names Events: <object>.<unique hex>.
-            "metadata": {
-                "name": f"{self.regarding.get('name', 'ai-models')[:200]}.{secrets.token_hex(8)}",
-                "namespace": self.event_namespace,
-            },
-            "eventTime": now,
-            "reportingController": REPORTING_CONTROLLER,
-            "reportingInstance": self.instance[:128],
-            "action": action,
-            "reason": reason,
-            "type": "Warning" if warning else "Normal",
-            "note": note if len(note) <= MAX_NOTE else note[: MAX_NOTE - 3] + "...",
-            "regarding": self.regarding,
-            "related": {
-                "apiVersion": "batch/v1", "kind": "Job", "name": self.name, "namespace": self.namespace,
-            },
-        }
-        try:
-            self.events_api.create_namespaced_event(self.event_namespace, body, _request_timeout=TIMEOUT)
-        except Exception as e:
-            print(f"warning: could not record event {reason}: {e}", flush=True)
+        related = {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "namespace": self.namespace}
+        record_event(self.events_api, self.event_namespace, self.regarding, reason, note,
+                     warning=warning, action=action, instance=self.instance, related=related)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -204,6 +176,69 @@ def read_config_map(
             return None
         raise
     return dict(cm.data or {})
+
+
+def record_event(
+    events_api: Any,
+    namespace: str,
+    regarding: Mapping[str, str],
+    reason: str,
+    note: str,
+    *,
+    warning: bool = False,
+    action: str = "Publish",
+    instance: str = "",
+    related: Mapping[str, str] | None = None,
+) -> None:
+    """POST one ``events.k8s.io/v1`` Event; a refusal is a log line, never a failure."""
+    now = dt.datetime.now(dt.UTC)
+    # The client serialises datetimes with isoformat(), which drops a zero fraction;
+    # the API server's MicroTime needs one.
+    now = now.replace(microsecond=now.microsecond or 1)
+    body: dict[str, Any] = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        # Named as client-go's recorder names Events: <object>.<unique hex>.
+        "metadata": {"name": f"{regarding.get('name', 'ai-models')[:200]}.{secrets.token_hex(8)}",
+                     "namespace": namespace},
+        "eventTime": now,
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": instance[:128],
+        "action": action,
+        "reason": reason,
+        "type": "Warning" if warning else "Normal",
+        "note": note if len(note) <= MAX_NOTE else note[: MAX_NOTE - 3] + "...",
+        "regarding": dict(regarding),
+    }
+    if related:
+        body["related"] = dict(related)
+    try:
+        events_api.create_namespaced_event(namespace, body, _request_timeout=TIMEOUT)
+    except Exception as e:
+        print(f"warning: could not record event {reason}: {e}", flush=True)
+
+
+def pod_event_recorder(environ: Mapping[str, str] = os.environ) -> Callable[..., None] | None:
+    """Events about this pod (``AI_MODELS_POD_NAME``/``_NAMESPACE``/``_UID`` from the downward API),
+    for the workload's ``materialize`` step; None outside a cluster or without a token."""
+    name, namespace = environ.get("AI_MODELS_POD_NAME"), environ.get("AI_MODELS_POD_NAMESPACE")
+    if not name or not namespace:
+        return None
+    try:
+        from kubernetes import client
+
+        events_api = client.EventsV1Api(api_client_from_env(environ))
+    except Exception:
+        return None
+    regarding = {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": namespace}
+    if environ.get("AI_MODELS_POD_UID"):
+        regarding["uid"] = environ["AI_MODELS_POD_UID"]
+
+    def record(reason: str, note: str, *, warning: bool = False) -> None:
+        record_event(events_api, namespace, regarding, reason, note, warning=warning, action="Materialize",
+                     instance=name)
+
+    return record
 
 
 _current: list[OwnJob | None] = []

@@ -110,7 +110,7 @@ def assert_node_cache(spec: dict[str, Any], models: list[dict[str, Any]], secret
 def assert_init_container_mode(spec: dict[str, Any]) -> None:
     assert [c for c in spec["initContainers"] if c["name"].startswith("ai-models-materialize-")]
     assert {v["name"] for v in spec["volumes"] if v["name"].startswith(delivery.PREFIX)} == {
-        delivery.CACHE_VOLUME, delivery.PULL_VOLUME}
+        delivery.CACHE_VOLUME, delivery.PULL_VOLUME, "ai-models-kube-api"}
     assert csi_volumes(spec) == []
 
 
@@ -345,7 +345,7 @@ def test_a_nodecache_workload_pod_sees_the_model_files_through_the_plugin(tmp_pa
 
     The whole module on the in-memory backend (real DMCR with token auth, the hook service under gunicorn
     as webhook and decorator, the Metacontroller and kubelet stand-ins), plus the node-cache plugin the
-    kubelet stand-in calls: two pods of the Deployment see the model's bytes read-only at their mount,
+    kubelet stand-in calls: three pods of the Deployment see the model's bytes read-only at their mount,
     fetched into the node's cache once.
     """
     gguf = test_models.make_gguf(tmp_path / "tiny.gguf", chat_template="{{ messages }}")
@@ -362,13 +362,13 @@ def test_a_nodecache_workload_pod_sees_the_model_files_through_the_plugin(tmp_pa
         m.apply({"apiVersion": "apps/v1", "kind": "Deployment",
                  "metadata": {"name": "server", "namespace": ns,
                               "annotations": {"ai.deckhouse.io/model": "tiny", ANNOTATION_DELIVERY_MODE: "NodeCache"}},
-                 "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "server"}},
+                 "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "server"}},
                           "template": {"metadata": {"labels": {"app": "server"}},
                                        "spec": {"containers": [{"name": "app", "image": "example.com/server:1"}]}}}})
         assert m.run_until(lambda: "schedulingGates" not in pod_spec(m.cluster.get("Deployment", "server", ns)),
                            timeout=30)
         seen = []
-        for _ in range(2):  # two replicas on this node
+        for _ in range(3):  # three replicas on this node
             pod = m.run_workload_pod("Deployment", "server", ns)
             assert pod["ok"], (pod.get("status"), node.log()[-2000:])
             spec = pod["pod"]["spec"]
@@ -381,7 +381,7 @@ def test_a_nodecache_workload_pod_sees_the_model_files_through_the_plugin(tmp_pa
                 (local / "new").write_text("x")
             assert e.value.errno == errno.EROFS
             seen.append(local)
-        assert seen[0] != seen[1]  # two pods, two targets
+        assert len(set(seen)) == 3  # three pods, three targets
         entries = [p.name for p in (tmp_path / "m" / "node-cache").iterdir() if not p.name.startswith(".")]
         assert entries == [status["artifact"]["digest"]]  # one copy on the node
     assert not any(mp.startswith(str(tmp_path)) for mp in node_mounts.mount_points())  # stop() unpublished

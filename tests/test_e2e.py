@@ -173,6 +173,14 @@ def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, 
                  "template": {"metadata": {"labels": {"app": "embedder"}},
                               "spec": {"containers": [{"name": "app", "image": "registry.example.com/embedder:latest"}]}}},
     }
+    # An administrator lets the namespace's pods record Events (docs/observability.md): then the
+    # materialize step tells `kubectl describe pod` what it fetched.
+    m.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "materialize-events", "namespace": NS},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": "ai-models:worker-events"},
+             "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                           "name": f"system:serviceaccounts:{NS}"}]})
     m.apply(dep)
     assert m.run_until(lambda: not m.run_workload_pod("Deployment", "embedder", NS)["gated"], timeout=30)
     pod = m.run_workload_pod("Deployment", "embedder", NS)
@@ -186,6 +194,10 @@ def test_upload_with_the_user_guide_curl_then_deployment_gets_the_files(module, 
     local = next(Path(v) for k, v in mounts.items() if "/data/modelcache/models".startswith(k) or k.startswith("/data/modelcache/models"))
     files = [p for p in local.rglob("*.gguf")]
     assert files and files[0].read_bytes() == gguf.read_bytes()
+    # (The gate probe above may have run a pod of the same name already: one Event per run.)
+    story = events_of(m, "Pod", pod["pod"]["metadata"]["name"], NS)
+    assert story and {e["reason"] for e in story} == {"ModelMaterialized"}, story
+    assert obj["status"]["artifact"]["digest"] in story[0]["note"] and "MiB fetched from DMCR" in story[0]["note"]
 
 
 def test_ollama_model_becomes_ready(module, registry, tmp_path):

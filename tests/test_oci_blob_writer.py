@@ -125,3 +125,39 @@ def test_mount_201_is_mounted_and_202_hands_back_a_writer(client: RegistryClient
         w.write([missing])
         got = w.commit(digest_of(missing))
     assert client.blob_exists(other, got.digest) == len(missing)
+
+
+def test_a_ranged_read_gets_no_more_than_it_asks_for(client):
+    """open_blob(length=) is a ranged GET: the registry sends that window only (publish's header reads)."""
+    r = repo()
+    data = os.urandom(3 << 20)
+    client.push_blob(r, [data], digest=digest_of(data), size=len(data))
+    with client.open_blob(r, digest_of(data), offset=(1 << 20) + 5, length=1000) as chunks:
+        got = b"".join(chunks)
+    assert got == data[(1 << 20) + 5:(1 << 20) + 1005]
+
+
+def test_inspecting_a_present_blob_reads_windows_not_the_blob(client, tmp_path):
+    """A Safetensors blob already in the repository: its header is read back in 1 MiB windows."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from lib import publish as pub
+    from lib.formats.inspect import inspector_for
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": np.zeros((4 << 20) // 4, dtype=np.float32)}, str(path))
+    data = path.read_bytes()
+    r = repo()
+    client.push_blob(r, [data], digest=digest_of(data), size=len(data))
+    asked: list[tuple[int, int | None]] = []
+    real = client.open_blob
+
+    def spy(repo_: str, digest: str, **kw):
+        asked.append((kw.get("offset", 0), kw.get("length")))
+        return real(repo_, digest, **kw)
+
+    client.open_blob = spy  # type: ignore[method-assign]
+    facts = pub._inspect_existing(client, r, digest_of(data), len(data), inspector_for("model.safetensors"))
+    assert asked == [(0, pub.INSPECT_WINDOW)]  # one window: the header is at the start
+    assert facts.safetensors and facts.safetensors["parameter_count"] == (4 << 20) // 4

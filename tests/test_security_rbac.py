@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hooks.model_children import EVENTS_RULE
+from hooks.worker_jobs import EVENTS_RULE
 from tests.test_security_pods import SCENARIOS, _children
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -162,6 +162,15 @@ def test_single_model_is_injected(client, kind):
         "digest": m["status"]["artifact"]["digest"], "family": "bert"}]
     assert {"name": "ai-models-cache", "mountPath": "/data/modelcache/models", "readOnly": True} in app["volumeMounts"]
     assert all(vm["name"] != "ai-models-pull" for vm in app["volumeMounts"])  # no credential in the app
+    # The materialize step alone gets a token of the pod's own account, to record Events on its pod.
+    assert all(vm["name"] != "ai-models-kube-api" for vm in app["volumeMounts"])
+    assert {"name": "ai-models-kube-api", "mountPath": "/var/run/ai-models/kube", "readOnly": True} in init[
+        "volumeMounts"]
+    assert [s for s in vols["ai-models-kube-api"]["projected"]["sources"] if "serviceAccountToken" in s] == [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]
+    init_env = {e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"] for e in init["env"]}
+    assert init_env == {"AI_MODELS_KUBE_DIR": "/var/run/ai-models/kube", "AI_MODELS_POD_NAME": "metadata.name",
+                        "AI_MODELS_POD_NAMESPACE": "metadata.namespace", "AI_MODELS_POD_UID": "metadata.uid"}
     digests = json.loads(template(mutated)["metadata"]["annotations"][ANNOTATION_TEMPLATE])
     assert digests == {"Model/bge-m3": m["status"]["artifact"]["digest"]}
 
@@ -228,7 +237,7 @@ def test_new_revision_replaces_the_injection(client):
     v1, _ = roll(client, obj, related(model("m", seed="v1")))
     v2, _ = roll(client, v1, related(model("m", seed="v2")))
     spec = pod_spec(v2)
-    assert len(spec["initContainers"]) == 1 and len(spec["volumes"]) == 2
+    assert len(spec["initContainers"]) == 1 and len(spec["volumes"]) == 3  # cache, pull Secret, token
     assert "@" + model("m", seed="v2")["status"]["artifact"]["digest"] in spec["initContainers"][0]["args"][1]
     assert len([e for e in spec["containers"][0]["env"] if e["name"] == "AI_MODELS_MODELS"]) == 1
     assert template(v1)["metadata"]["annotations"] != template(v2)["metadata"]["annotations"]

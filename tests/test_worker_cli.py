@@ -18,6 +18,7 @@ import pytest
 from hooks import catalog_imports, catalogsource
 from hooks import model as hooks_model
 from hooks import model_children as ch
+from hooks import worker_jobs as wj
 from hooks.model_parent import parse_parent
 from jobs import cli as jobs_cli
 from lib import delivery
@@ -150,9 +151,9 @@ def test_emitted_order_is_stable():
 
 def _worker(job: dict) -> tuple[str, list[str]]:
     labels = job["metadata"]["labels"]
-    [container] = [c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == ch.WORKER_CONTAINER]
+    [container] = [c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == wj.WORKER_CONTAINER]
     assert container["command"] == ["python", "-m", "jobs"]
-    return labels[ch.LABEL_WORKER], container["args"]
+    return labels[wj.LABEL_WORKER], container["args"]
 
 
 def _jobs(answer: dict) -> list[dict]:
@@ -174,7 +175,7 @@ def test_publish_job_args_parse_back(config):
     worker, argv = _worker(job)
     cmd = _parses_back(argv, wc.Publish)
     assert worker == "publish" and isinstance(cmd, wc.Publish)
-    assert cmd.source == "https://huggingface.co/BAAI/bge-m3" and cmd.auth_file == f"{ch.SOURCE_DIR}/token"
+    assert cmd.source == "https://huggingface.co/BAAI/bge-m3" and cmd.auth_file == f"{wj.SOURCE_DIR}/token"
     assert cmd.insecure_registry == config.registry_insecure
     assert (cmd.registry_ca_file is not None) == (bool(config.registry_ca_pem) and not config.registry_insecure)
 

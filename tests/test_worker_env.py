@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks import model_children
+from hooks import worker_jobs
 from jobs.cli import parser as cli_parser
 from lib.config import Config
 
@@ -117,7 +117,7 @@ def test_runs_as_non_root_uid_the_manifests_use(target):
     assert users, "no USER: the image would run as root"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid (runAsNonRoot checks numbers)"
-    assert int(uid) == model_children.WORKER_UID  # the uid every emitted pod runs as
+    assert int(uid) == worker_jobs.WORKER_UID  # the uid every emitted pod runs as
 
 
 @pytest.mark.parametrize(("target", "packages"), [("hooks", ("lib", "hooks")), ("worker", ("lib", "jobs"))])

@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 
 from hooks.app import create_app
+from hooks.workload import RESYNC_AFTER_WRITE
 from lib import credentials, delivery
 from lib.config import Config
 from lib.delivery import ANNOTATION_BLOCKED, ANNOTATION_RESOLUTION
@@ -85,6 +86,25 @@ def related(*objs: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def client():
     return create_app(CONFIG).test_client()
+
+
+def written(resp: dict[str, Any], obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` after Metacontroller wrote the answer's annotations (``None`` deletes)."""
+    ann = {**(obj["metadata"].get("annotations") or {}), **resp["annotations"]}
+    obj["metadata"]["annotations"] = {k: v for k, v in ann.items() if v is not None}
+    return obj
+
+
+def test_only_a_write_asks_for_a_follow_up_sync(client):
+    """Metacontroller ignores a conflicting write and waits for the next event, which
+    ignoreStatusChanges may drop (decorator/controller.go): a changed answer asks for one retry."""
+    m = model("bge-m3")
+    first = call(client, "sync", workload(model_names="bge-m3"), related(m))
+    assert first["resyncAfterSeconds"] == RESYNC_AFTER_WRITE
+    lost = call(client, "sync", workload(model_names="bge-m3"), related(m))  # the write did not land
+    assert lost["resyncAfterSeconds"] == RESYNC_AFTER_WRITE
+    landed = call(client, "sync", written(first, workload(model_names="bge-m3")), related(m))
+    assert "resyncAfterSeconds" not in landed
 
 
 def call(client, hook: str, obj: dict[str, Any], rel: dict[str, Any] | None = None,
@@ -171,8 +191,11 @@ def test_several_models_across_both_annotations_sorted_by_name(client):
     auth = cfg["auths"]["dmcr.test:5000"]
     grant = credentials.verify(CONFIG.signing_key, auth["username"], auth["password"])
     assert set(grant.repositories) == {r["uri"].split("@")[0].split("/", 1)[1] for r in res}
-    # v2: a ClusterModel's change wakes the workloads naming it (related by name); no polling.
-    assert "resyncAfterSeconds" not in resp
+    # v2: a ClusterModel's change wakes the workloads naming it (related by name); no polling:
+    # one follow-up sync after a write (hooks/workload.py), none once the annotations are there.
+    assert resp["resyncAfterSeconds"] == RESYNC_AFTER_WRITE
+    assert "resyncAfterSeconds" not in call(client, "sync", written(resp, workload(
+        model_names="zeta, alpha", cluster_names="gemma-small")), related(*objs))
 
 
 def test_model_from_another_namespace_is_not_used(client):
@@ -206,7 +229,9 @@ def test_blocked_reasons(client, objs, names, cluster, reason, mentions):
     assert b["reason"] == reason and mentions in b["message"]
     assert resp["annotations"][ANNOTATION_RESOLUTION] is None  # deleted: the webhook gates the pods
     assert resp["attachments"] == []
-    assert "resyncAfterSeconds" not in resp  # the Model's own events wake it (tests/test_scale.py)
+    # The Model's own events wake it (tests/test_scale.py): no polling once the reason is written.
+    again = call(client, "sync", written(resp, workload(model_names=names, cluster_names=cluster)), related(*objs))
+    assert "resyncAfterSeconds" not in again and again["annotations"] == resp["annotations"]
 
 
 def test_ready_without_pinned_uri_is_not_ready(client):

@@ -7,6 +7,12 @@ Injected (everything named ``ai-models-*``, which is what ``strip`` removes):
   rather than filling the node);
 - volume ``ai-models-pull``: the workload's pull Secret, mounted **only** into
   our init containers: the app never sees a registry credential;
+- volume ``ai-models-kube-api``: a projected service-account token (the
+  pod's own account) and the cluster CA, mounted **only** into our init
+  containers, so ``materialize`` can record Events on its pod
+  (``ModelMaterialized``, ``MaterializeFailed``) where the account may
+  (an administrator binds ``ai-models:materialize-events``; without it the
+  step runs as before and records nothing);
 - per model, init container ``ai-models-materialize-<name>`` running
   ``python -m jobs materialize`` by digest, restricted security context,
   after the last native sidecar (a mesh proxy the pull may need) and before
@@ -38,6 +44,8 @@ CACHE_VOLUME = "ai-models-cache"
 PULL_VOLUME = "ai-models-pull"
 PULL_DIR = "/var/run/ai-models/pull"
 AUTH_FILE = f"{PULL_DIR}/.dockerconfigjson"
+KUBE_VOLUME = "ai-models-kube-api"
+KUBE_DIR = "/var/run/ai-models/kube"
 CA_FILE = f"{PULL_DIR}/ca.crt"  # DMCR's CA, shipped in the pull Secret when configured
 INIT_CONTAINER_PREFIX = f"{PREFIX}materialize"
 
@@ -59,7 +67,7 @@ class InitContainerMode:
 
     def strip(self, pod_spec: PodSpec) -> PodSpec:
         drop(pod_spec, "initContainers", named(lambda n: n.startswith(INIT_CONTAINER_PREFIX)))
-        return strip_volumes(pod_spec, lambda n: n in (CACHE_VOLUME, PULL_VOLUME))
+        return strip_volumes(pod_spec, lambda n: n in (CACHE_VOLUME, PULL_VOLUME, KUBE_VOLUME))
 
     def render(
         self, pod_spec: PodSpec, models: Sequence[ResolvedModel], *, secret_name: str, config: Config
@@ -87,6 +95,17 @@ def _volumes(models: Sequence[ResolvedModel], secret_name: str, with_ca: bool) -
                 "secretName": secret_name,
                 "items": items,
                 "defaultMode": 0o444,
+            },
+        },
+        {
+            "name": KUBE_VOLUME,
+            "projected": {
+                "defaultMode": 0o444,
+                "sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                    {"configMap": {"name": "kube-root-ca.crt",
+                                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                ],
             },
         },
     ]
@@ -143,9 +162,15 @@ def _init_container(model: ResolvedModel, config: Config) -> dict[str, Any]:
             "runAsGroup": WORKER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "env": [
+            {"name": "AI_MODELS_KUBE_DIR", "value": KUBE_DIR},
+            *({"name": f"AI_MODELS_POD_{key.upper()}", "valueFrom": {"fieldRef": {"apiVersion": "v1",
+              "fieldPath": f"metadata.{key}"}}} for key in ("name", "namespace", "uid")),
+        ],
         "volumeMounts": [
             {"name": CACHE_VOLUME, "mountPath": MODELS_DIR},
             {"name": PULL_VOLUME, "mountPath": PULL_DIR, "readOnly": True},
+            {"name": KUBE_VOLUME, "mountPath": KUBE_DIR, "readOnly": True},
         ],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -206,20 +206,27 @@ class RegistryClient:
 
     @contextmanager
     def open_blob(
-        self, repo: str, digest: str, *, offset: int = 0, verify: bool = True
+        self, repo: str, digest: str, *, offset: int = 0, verify: bool = True, length: int | None = None
     ) -> Iterator[Iterator[bytes]]:
         """Stream a blob from ``offset``; from 0 the digest is verified when the iterator is drained.
 
         ``verify=False`` leaves hashing to a caller that does it elsewhere (materialize hashes in
-        its writer thread; the publish pipeline checks a source's files itself). Redirects to
-        storage are followed without our Authorization header, whatever the host.
+        its writer thread; the publish pipeline checks a source's files itself). ``length`` asks
+        for that many bytes only (a ranged GET, never verified): the registry sends no more than
+        the caller reads. Redirects to storage are followed without our Authorization header,
+        whatever the host.
         """
         validate_repository(repo)
         validate_digest(digest)
+        headers: dict[str, str] = {}
+        if length is not None:
+            headers["Range"] = f"bytes={offset}-{offset + max(length, 1) - 1}"
+            verify = False
+        elif offset:
+            headers["Range"] = f"bytes={offset}-"
         resp = self.exchange.call(
             "GET", urls.blob_url(self.base, repo, digest), self._pull(repo),
-            what=f"GET blob {digest} from {repo}", ok=(200, 206), stream=True,
-            headers={"Range": f"bytes={offset}-"} if offset else {},
+            what=f"GET blob {digest} from {repo}", ok=(200, 206), stream=True, headers=headers,
         )
         try:
             # A 200 to a ranged GET is the whole blob: skip to the offset, and it can be verified.
