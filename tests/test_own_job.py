@@ -11,6 +11,7 @@ what the real one refuses.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,11 @@ def _pod_env(store: Store, tmp: Path, job: Obj, *, name: str | None = None) -> d
     kube_dir.mkdir(exist_ok=True)
     (kube_dir / "token").write_text(token)
     ca = store.get("ConfigMap", "kube-root-ca.crt", ns)
+    for _ in range(300):  # kube-controller-manager's root-ca publisher writes it soon after the namespace
+        if ca is not None:
+            break
+        time.sleep(0.1)
+        ca = store.get("ConfigMap", "kube-root-ca.crt", ns)
     assert ca is not None, "kube-root-ca.crt is published in every namespace"
     (kube_dir / "ca.crt").write_text(ca["data"]["ca.crt"])
     host, port = store.in_cluster()
