@@ -81,6 +81,11 @@ class Cluster:
                      "metadata": {"name": "kube-root-ca.crt", "namespace": namespace},
                      "data": {"ca.crt": self.api.ca_pem}})
 
+    def stop(self) -> None:
+        """Close what pods talked to (LocalModule.stop calls it)."""
+        if self.api is not None:
+            self.api.stop()
+
     def in_cluster(self) -> tuple[str, int]:
         api = self._pod_api()
         return api.host, api.port

@@ -167,6 +167,9 @@ class MemoryApi:
             return _reply(h, 400, _status(400, "BadRequest", "the body is not JSON"))
         if not isinstance(ev, dict) or not isinstance(ev.get("regarding"), dict):
             return _reply(h, 422, _status(422, "Invalid", "an Event needs regarding"))
+        problem = event_problem(ev)
+        if problem:
+            return _reply(h, 422, _status(422, "Invalid", problem))
         md = ev.setdefault("metadata", {})
         if md.get("namespace", namespace) != namespace:
             return _reply(h, 400, _status(400, "BadRequest", "the namespace of the provided object does not match "
@@ -183,6 +186,20 @@ class MemoryApi:
             return _reply(h, 422, _status(422, "Invalid", "metadata.name: a lowercase RFC 1123 subdomain"))
         ev["kind"], ev["apiVersion"] = "Event", "events.k8s.io/v1"
         _reply(h, 201, self.store.create(ev))
+
+
+def event_problem(ev: Obj) -> str:
+    """What the API server refuses in a new events.k8s.io/v1 Event (kubernetes 1.34,
+    pkg/apis/core/validation/events.go ValidateEventCreate: eventTime, reportingController,
+    reportingInstance, action and reason required; type Normal or Warning; note ≤ 1 KiB)."""
+    for key in ("eventTime", "reportingController", "reportingInstance", "action", "reason"):
+        if not ev.get(key):
+            return f"{key}: Required value"
+    if ev.get("type") not in ("Normal", "Warning"):
+        return f"type: Unsupported value: {ev.get('type')!r}"
+    if len(str(ev.get("note") or "").encode()) > 1024:
+        return "note: Too long: must have at most 1024 bytes"
+    return ""
 
 
 def _status(code: int, reason: str, message: str) -> Obj:

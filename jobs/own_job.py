@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.api.types import ANNOTATION_PROGRESS, ANNOTATION_RESULT
+from lib.retry import Attempts, RetryPolicy
 
 MIN_INTERVAL = 10.0  # seconds between two progress patches
 DEFAULT_KUBE_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-RESULT_ATTEMPTS = 5  # the result is what counts: retry it (1, 2, 4, 8 s apart)
+# The result is what counts: five tries, 1, 2, 4, 8 s apart (lib/retry, as every other retry).
+RESULT_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=8.0, total=60.0)
 TIMEOUT = 15.0
 REPORTING_CONTROLLER = "ai.deckhouse.io/worker"
 MAX_NOTE = 1024  # events.k8s.io/v1 refuses a longer note
@@ -63,10 +65,7 @@ class OwnJob:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> OwnJob | None:
         name = environ.get("AI_MODELS_JOB_NAME")
         namespace = environ.get("AI_MODELS_JOB_NAMESPACE")
-        root = environ.get("AI_MODELS_KUBE_DIR") or DEFAULT_KUBE_DIR
-        if not name or not namespace or not environ.get("KUBERNETES_SERVICE_HOST"):
-            return None
-        if not os.path.exists(os.path.join(root, "token")):
+        if not name or not namespace:
             return None
         try:
             from kubernetes import client
@@ -82,6 +81,8 @@ class OwnJob:
                 events_api=client.EventsV1Api(api_client) if regarding else None,
                 instance=environ.get("HOSTNAME", "") or name,
             )
+        except LookupError:  # outside a cluster: nothing to report on
+            return None
         except Exception as e:  # no usable in-cluster config: behave as outside a cluster
             print(f"warning: no API server to report on Job {namespace}/{name}: {e}", flush=True)
             return None
@@ -100,16 +101,16 @@ class OwnJob:
 
     def report_result(self, data: bytes) -> bool:
         """Write the result annotation before the process exits; False if every try failed."""
-        for attempt in range(RESULT_ATTEMPTS):
+        tries = Attempts(RESULT_RETRY, sleep=self.sleep)
+        while True:
             try:
                 self.patch({ANNOTATION_RESULT: data.decode()})
                 return True
             except Exception as e:
-                last = e
-                if attempt + 1 < RESULT_ATTEMPTS:
-                    self.sleep(2.0**attempt)
-        print(f"error: could not write the result on Job {self.namespace}/{self.name}: {last}", flush=True)
-        return False
+                if not tries.failed():
+                    where = f"{self.namespace}/{self.name}"
+                    print(f"error: could not write the result on Job {where}: {e}", flush=True)
+                    return False
 
     def event(self, reason: str, note: str, *, warning: bool = False, action: str = "Publish") -> None:
         """Record an Event on the object the worker works for (best effort); ``kubectl describe``

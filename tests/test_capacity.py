@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,6 @@ from jobs import capacity as job_capacity
 from jobs import cli as jobs_cli
 from jobs import publish as publish_cmd
 from jobs.sweep import sweep, write_usage_config_map
-from jobs.upload_server import run_session
 from lib.api import worker_cli as wc
 from lib.api.types import Reason
 from lib.capacity import (
@@ -62,6 +60,7 @@ from lib.sources.local import open_source as open_local
 from lib.sources.ollama import OllamaSource
 from lib.sources.urls import parse_source_url
 from tests.support import hookreq as hr
+from tests.test_upload_server import serve_in_thread
 
 MiB = 1 << 20
 USAGE_REF = f"d8-ai-models/{USAGE_CONFIGMAP}"
@@ -239,18 +238,7 @@ def upload_server(registry: RegistryServer, tmp_path: Path) -> Iterator[SimpleNa
             "--token-file", str(tmp_path / "token"), "--insecure-registry",
             "--result-file", str(tmp_path / "result.json"), "--scratch-dir", str(tmp_path / "scratch"),
             "--registry-capacity-bytes", str(MiB), "--registry-usage", USAGE_REF]
-    args = jobs_cli.parser().parse_args(argv)
-    stop, rc = threading.Event(), {}
-    t = threading.Thread(target=lambda: rc.setdefault("rc", run_session(args, stop=stop)), daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+    t, stop, rc = serve_in_thread(argv, port)
     yield SimpleNamespace(port=port, repo=repo, url=f"http://127.0.0.1:{port}/upload", thread=t, rc=rc)
     stop.set()
     t.join(30)

@@ -35,6 +35,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.csi_node import mount_problem
 from devstack.registry import free_port
 from jobs import cli
 from jobs.node_cache import csi_pb2 as pb
@@ -49,22 +50,6 @@ MiB = 1 << 20
 
 
 # ---------------------------------------------------------------- harness (also used by bench/)
-
-
-def _can_mount() -> str:
-    """Empty when this process may make bind mounts; otherwise why not."""
-    if os.geteuid() != 0:
-        return "bind mounts need root"
-    a, b = tempfile.mkdtemp(), tempfile.mkdtemp()
-    try:
-        mounts.bind_readonly(Path(a), Path(b))
-        mounts.unmount(Path(b))
-        return ""
-    except OSError as e:
-        return f"mount(2) is not permitted here: {e}"
-    finally:
-        os.rmdir(a)
-        os.rmdir(b)
 
 
 def unmount_under(root: Path) -> None:
@@ -223,7 +208,7 @@ class ThrottledProxy:
 
 # ---------------------------------------------------------------- fixtures
 
-MOUNT_PROBLEM = _can_mount()
+MOUNT_PROBLEM = mount_problem()
 pytestmark = pytest.mark.skipif(bool(MOUNT_PROBLEM), reason=MOUNT_PROBLEM or "")
 
 

@@ -10,6 +10,7 @@ what the real one refuses.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -189,3 +190,52 @@ def test_events_go_beside_their_object_and_need_rbac_in_memory_stand_in(tmp_path
     store.update(role)
     job.event("Published", "done")
     assert [e["reason"] for e in store.list("Event", "ai-demo")] == ["PublishStarted"]
+
+
+BAD_EVENTS = {
+    "no reportingInstance": {"reportingInstance": ""},
+    "no action": {"action": ""},
+    "type Info": {"type": "Info"},
+    "note over 1 KiB": {"note": "x" * 1100},
+}
+
+
+def _post_events(store: Store, tmp: Path, namespace: str) -> dict[str, int]:
+    """A good Event and each malformed one, as the worker's client sends them: status per case."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    rbac, mine, _ = _objects(namespace)
+    for obj in [*rbac, mine]:
+        store.create(obj)
+    env = _pod_env(store, tmp, mine)
+    api = client.EventsV1Api(own_job.api_client_from_env(env))
+    base = {"metadata": {"name": "m.abc", "namespace": namespace},
+            "eventTime": dt.datetime(2026, 12, 2, 10, 0, 0, 1, tzinfo=dt.UTC),  # MicroTime needs a fraction
+            "reportingController": "ai.deckhouse.io/worker", "reportingInstance": "pod-1", "action": "Publish",
+            "reason": "Published", "type": "Normal", "note": "ok",
+            "regarding": {"apiVersion": "ai.deckhouse.io/v1alpha1", "kind": "Model", "name": "m",
+                          "namespace": namespace}}
+    out = {}
+    for case, change in {"good": {}, **BAD_EVENTS}.items():
+        body = {**base, **change, "metadata": {**base["metadata"], "name": f"m.{len(out)}"}}
+        try:
+            api.create_namespaced_event(namespace, body)
+            out[case] = 201
+        except ApiException as e:
+            out[case] = e.status
+    return out
+
+
+def test_malformed_events_are_refused_by_the_memory_stand_in_as_by_the_api_server(tmp_path):
+    store = Cluster()
+    store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ai-demo"}})
+    assert _post_events(store, tmp_path, "ai-demo") == {"good": 201, **{k: 422 for k in BAD_EVENTS}}
+
+
+def test_malformed_events_are_refused_by_the_real_api_server(tmp_path, kube, kube_namespace):
+    """The reference for the stand-in above (kube-apiserver 1.34, pkg/apis/core/validation/events.go)."""
+    from devstack.kubestore import KubeStore
+
+    store = KubeStore(kube.api_client())
+    assert _post_events(store, tmp_path, kube_namespace) == {"good": 201, **{k: 422 for k in BAD_EVENTS}}

@@ -24,23 +24,16 @@ from hooks import model as hooks_model
 from jobs import cli as jobs_cli
 from lib.api.types import Reason
 from lib.api.worker_cli import Publish
-from lib.config import Config
 from lib.sources import local
 from lib.sources import registry as sources
 from lib.sources.adapter import ArtifactCopy, SourceOptions
 from lib.sources.base import SourceError, SourceSnapshot
 from lib.sources.urls import parse_source_url
 from tests.support import hookreq as hr
+from tests.test_model_hooks import CFG as HOOK_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = Config(
-    namespace="d8-ai-models",
-    registry="dmcr.test:5000",
-    worker_image="worker:test",
-    signing_key=b"k" * 32,
-    upload_ttl_seconds=3600,
-    upload_port=8080,
-)
+CFG = HOOK_CONFIG  # the Model hook tests' configuration
 DIGEST = "sha256:" + "e" * 64
 
 

@@ -65,6 +65,22 @@ class Server:
         return json.loads(self.result_file.read_text())
 
 
+def serve_in_thread(argv: list[str], port: int) -> tuple[threading.Thread, threading.Event, dict]:
+    """``python -m jobs upload-server`` in a thread (``stop`` ends the session), once it listens."""
+    args = cli.parser().parse_args(argv)
+    stop, rc = threading.Event(), {}
+    t = threading.Thread(target=lambda: rc.setdefault("rc", run_session(args, stop=stop)), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return t, stop, rc
+        except OSError:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
@@ -96,24 +112,13 @@ def start(registry: RegistryServer, tmp_path: Path) -> Iterator:
             argv += ["--max-upload-bytes", str(max_upload)]
         if model_name:
             argv += ["--model-name", model_name]
-        args = cli.parser().parse_args(argv)
-        stop, rc = threading.Event(), {}
-        t = threading.Thread(target=lambda: rc.setdefault("rc", run_session(args, stop=stop)), daemon=True)
-        t.start()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
+        t, stop, rc = serve_in_thread(argv, port)
         s = Server(
             f"http://127.0.0.1:{port}/upload",
             port,
             repo,
-            Path(args.result_file),
-            Path(args.scratch_dir),
+            tmp_path / f"result{n}.json",
+            tmp_path / f"scratch{n}",
             t,
             stop,
             rc,

@@ -23,17 +23,10 @@ from hooks.model_parent import parse_parent
 from jobs import cli as jobs_cli
 from lib import delivery
 from lib.api import worker_cli as wc
-from lib.config import Config
 from tests.support import hookreq as hr
+from tests.test_model_hooks import CFG as HOOK_CONFIG
 
-CFG = Config(
-    namespace="d8-ai-models",
-    registry="dmcr.test:5000",
-    worker_image="worker:test",
-    signing_key=b"k" * 32,
-    upload_ttl_seconds=3600,
-    upload_port=8080,
-)
+CFG = HOOK_CONFIG  # the Model hook tests' configuration
 CA_CFG = dataclasses.replace(CFG, registry_ca_pem=b"-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
 INSECURE_CFG = dataclasses.replace(CFG, registry_insecure=True)
 CONFIGS = [pytest.param(CFG, id="tls"), pytest.param(CA_CFG, id="private-ca"), pytest.param(INSECURE_CFG, id="http")]

@@ -63,6 +63,34 @@ def opt(
     return field(default=default, metadata={"help": help, "metavar": metavar, "parse": parse})
 
 
+# Flags several commands share: one definition each (a fresh field per class; the order a class
+# lists them in is still the order they are emitted in).
+def insecure_registry() -> Any:
+    return opt(False, help="allow plain HTTP to the registry")
+
+
+def model_name() -> Any:
+    return opt("", help="the Model's name: the ModelPack descriptor.name when the source has none of its own")
+
+
+def registry_auth_file() -> Any:
+    return opt(None, help="Docker config JSON for the destination (DMCR)")
+
+
+def registry_ca_file() -> Any:
+    return opt(None, help="PEM CA bundle for the destination (DMCR)")
+
+
+def registry_capacity_bytes() -> Any:
+    return opt(None, parse=byte_count, help="DMCR's capacity: refuse a model whose known size does not fit "
+               "(InsufficientStorage) before any byte moves; absent or 0: no check")
+
+
+def registry_usage() -> Any:
+    return opt("", metavar="NAMESPACE/NAME",
+               help="ConfigMap whose usedBytes is DMCR's usage (the sweep writes it)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerCommand:
     """Base of every command: ``argv()`` and ``parse()`` from the fields."""
@@ -129,25 +157,16 @@ class Publish(WorkerCommand):
 
     source: str = opt(help="HF/Ollama URL, local path, or oci://REG/REPO@DIGEST")
     destination: str = opt(help="REGISTRY/REPOSITORY in DMCR")
-    model_name: str = opt(
-        "", help="the Model's name: the ModelPack descriptor.name when the source has none of its own"
-    )
-    registry_auth_file: str | None = opt(None, help="Docker config JSON for the destination (DMCR)")
+    model_name: str = model_name()
+    registry_auth_file: str | None = registry_auth_file()
     result_file: str = opt(RESULT_FILE)
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
-    registry_ca_file: str | None = opt(None, help="PEM CA bundle for the destination (DMCR)")
+    insecure_registry: bool = insecure_registry()
+    registry_ca_file: str | None = registry_ca_file()
     auth_file: str | None = opt(None, help="source credentials (HF token file or Docker config JSON)")
     insecure_source: bool = opt(False, help="the oci:// source registry speaks plain HTTP")
     ca_file: str | None = opt(None, help="PEM CA bundle for the source")
-    registry_capacity_bytes: int | None = opt(
-        None,
-        parse=byte_count,
-        help="DMCR's capacity: refuse a model whose known size does not fit (InsufficientStorage) "
-        "before any byte moves; absent or 0: no check",
-    )
-    registry_usage: str = opt(
-        "", metavar="NAMESPACE/NAME", help="ConfigMap whose usedBytes is DMCR's usage (the sweep writes it)"
-    )
+    registry_capacity_bytes: int | None = registry_capacity_bytes()
+    registry_usage: str = registry_usage()
     mount_from: tuple[str, ...] = opt(
         (),
         metavar="REPOSITORY",
@@ -162,13 +181,11 @@ class UploadServer(WorkerCommand):
     HELP: ClassVar[str] = "receive one upload and publish it"
 
     destination: str = opt(help="REGISTRY/REPOSITORY in DMCR")
-    model_name: str = opt(
-        "", help="the Model's name: the ModelPack descriptor.name when the source has none of its own"
-    )
+    model_name: str = model_name()
     listen: str = opt(help="HOST:PORT")
     token_file: str = opt(help="file holding the upload session's bearer token")
     expires_at: str = opt("", help="RFC 3339 time the session ends")
-    registry_auth_file: str | None = opt(None, help="Docker config JSON for the destination (DMCR)")
+    registry_auth_file: str | None = registry_auth_file()
     scratch_dir: str = opt("/tmp/upload", help="spool directory (zip only)")
     max_spool_bytes: int = opt(DEFAULT_MAX_SPOOL, parse=int)
     max_upload_bytes: int = opt(
@@ -177,17 +194,10 @@ class UploadServer(WorkerCommand):
         help="refuse an upload body larger than N bytes (413); 0: no limit (default 1 TiB)",
     )
     result_file: str = opt(RESULT_FILE)
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
-    registry_ca_file: str | None = opt(None, help="PEM CA bundle for the destination (DMCR)")
-    registry_capacity_bytes: int | None = opt(
-        None,
-        parse=byte_count,
-        help="DMCR's capacity: refuse a model whose known size does not fit (InsufficientStorage) "
-        "before any byte moves; absent or 0: no check",
-    )
-    registry_usage: str = opt(
-        "", metavar="NAMESPACE/NAME", help="ConfigMap whose usedBytes is DMCR's usage (the sweep writes it)"
-    )
+    insecure_registry: bool = insecure_registry()
+    registry_ca_file: str | None = registry_ca_file()
+    registry_capacity_bytes: int | None = registry_capacity_bytes()
+    registry_usage: str = registry_usage()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +208,7 @@ class Materialize(WorkerCommand):
     artifact: str = opt(help="REGISTRY/REPOSITORY@DIGEST")
     into: str = opt(help="the directory the files go into")
     auth_file: str | None = opt(None, help="Docker config JSON for the registry")
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
+    insecure_registry: bool = insecure_registry()
     ca_file: str | None = opt(None, help="PEM CA bundle for the registry")
 
 
@@ -216,7 +226,7 @@ class NodeCache(WorkerCommand):
     registry_ca_file: str | None = opt(None, help="PEM CA bundle for DMCR (else the pull Secret's ca.crt)")
     registry: str = opt("", help="serve artifacts of this registry (host[:port]) only")
     metrics_listen: str = opt("", help="HOST:PORT for Prometheus /metrics")
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
+    insecure_registry: bool = insecure_registry()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,7 +237,7 @@ class Cleanup(WorkerCommand):
     artifact: str = opt(help="REGISTRY/REPOSITORY@DIGEST")
     auth_file: str | None = opt(None, help="Docker config JSON for the registry")
     result_file: str = opt(RESULT_FILE)
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
+    insecure_registry: bool = insecure_registry()
     ca_file: str | None = opt(None, help="PEM CA bundle for the registry")
 
 
@@ -240,7 +250,7 @@ class Sweep(WorkerCommand):
     kubeconfig: str | None = opt(None, help="kubeconfig file (default: the in-cluster ServiceAccount)")
     dry_run: bool = opt(False, help="list what would be deleted, delete nothing")
     registry_ca_file: str | None = opt(None, help="PEM CA bundle for DMCR")
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")  # credential: signing keys
+    insecure_registry: bool = insecure_registry()  # credential: signing keys
     result_file: str = opt(RESULT_FILE)
 
 
@@ -276,7 +286,7 @@ class CatalogProbe(WorkerCommand):
     )
     auth_file: str | None = opt(None, help="Docker config JSON for the catalog registry")
     ca_file: str | None = opt(None, help="PEM CA bundle for the catalog registry")
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
+    insecure_registry: bool = insecure_registry()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,7 +298,7 @@ class CatalogExport(WorkerCommand):
     model: tuple[str, ...] = opt(help="NAME=REGISTRY/REPOSITORY@DIGEST; repeatable")
     auth_file: str | None = opt(None, help="Docker config JSON for the registry")
     ca_file: str | None = opt(None, help="PEM CA bundle for the registry")
-    insecure_registry: bool = opt(False, help="allow plain HTTP to the registry")
+    insecure_registry: bool = insecure_registry()
     result_file: str = opt(RESULT_FILE)
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from lib.api.types import Reason
 from lib.archive import (
     CHUNK,
-    MAGIC_LEN,
     ArchiveError,
     ArchiveKind,
     Limits,
@@ -47,6 +46,7 @@ from lib.archive import (
     walk_tar,
     walk_zip,
 )
+from lib.archive.members import read_head
 from lib.sources.base import SourceError, SourceFile, SourceSnapshot
 
 RESOLVED_TYPE = "Upload"
@@ -136,12 +136,7 @@ def _zip_listing(path: str, limits: Limits) -> list[str]:
 
 def _confirmed(body: Reader, upload: Upload) -> Prepended:
     """``body`` with its magic bytes read and checked against the announced kind."""
-    head = b""
-    while len(head) < MAGIC_LEN:
-        b = body.read(MAGIC_LEN - len(head))
-        if not b:
-            break
-        head += b
+    head = read_head(body)
     if not head:
         raise ArchiveError(400, "the upload is empty")
     confirm_magic(upload.kind, head, upload.filename)
