@@ -340,17 +340,20 @@ MOUNT_PROBLEM = csi_node.mount_problem()
 
 @pytest.mark.slow  # the whole module stack (LocalModule)
 @pytest.mark.skipif(bool(MOUNT_PROBLEM), reason=MOUNT_PROBLEM or "")
-def test_a_nodecache_workload_pod_sees_the_model_files_through_the_plugin(tmp_path):
+@pytest.mark.parametrize("backend", ["memory", "kube"])
+def test_a_nodecache_workload_pod_sees_the_model_files_through_the_plugin(tmp_path, backend):
     """Model → Ready → a Deployment that overrides the mode → its pods' csi volumes published by the real plugin.
 
-    The whole module on the in-memory backend (real DMCR with token auth, the hook service under gunicorn
-    as webhook and decorator, the Metacontroller and kubelet stand-ins), plus the node-cache plugin the
-    kubelet stand-in calls: three pods of the Deployment see the model's bytes read-only at their mount,
-    fetched into the node's cache once.
+    The whole module (real DMCR with token auth, the hook service under gunicorn as webhook and
+    decorator, the Metacontroller and kubelet stand-ins) on the in-memory store and on the real control
+    plane (kube-apiserver + etcd + kube-controller-manager, where the Secret the csi volume names is the
+    one the API server stores), plus the node-cache plugin the kubelet stand-in calls: three pods of
+    the Deployment see the model's bytes read-only at their mount, fetched into the node's cache once.
     """
     gguf = test_models.make_gguf(tmp_path / "tiny.gguf", chat_template="{{ messages }}")
     ns = "ai-demo"
-    with HubStandIn() as hub, LocalModule(tmp_path / "m", worker_env={"HF_ENDPOINT": hub.endpoint}) as m:
+    with (HubStandIn() as hub,
+          LocalModule(tmp_path / "m", worker_env={"HF_ENDPOINT": hub.endpoint}, backend=backend) as m):
         hub.add_repo("acme/tiny", {"tiny.gguf": gguf})
         node = m.start_csi_node()
         m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
