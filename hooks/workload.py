@@ -195,6 +195,8 @@ def _sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
     result: list[delivery.ResolvedModel] | Blocked = (
         blocked if blocked is not None else delivery.resolve(refs, lookup, config.registry)
     )
+    if not isinstance(result, Blocked):
+        result = _mount_conflict(obj, result, config) or result
     if isinstance(result, Blocked):
         name = delivery.pull_secret_name(str(obj.get("kind", "")), obj["metadata"]["name"])
         kept = _observed_secret(req, name, namespace, config)
@@ -208,6 +210,23 @@ def _sync(req: dict[str, Any], config: Config) -> dict[str, Any]:
         "attachments": [pull_secret(obj, result, config)],
     }
     return response
+
+
+def _mount_conflict(
+    obj: dict[str, Any], models: list[delivery.ResolvedModel], config: Config
+) -> Blocked | None:
+    """Blocked when a mount the user wrote sits where the workload's delivery mode mounts the models."""
+    mode = delivery.choose_mode((obj.get("metadata") or {}).get("annotations"), config.delivery_mode).mode
+    template = delivery.pod_template(obj)
+    if mode is None or template is None:
+        return None
+    secret = delivery.pull_secret_name(str(obj.get("kind", "")), obj["metadata"]["name"])
+    try:
+        problems = delivery.mount_conflicts(template, models, mode, config, secret)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:
+        # Only a stored (so validated) workload comes from Metacontroller: this is not one.
+        raise HookInputError(f"the object's pod template is malformed ({type(e).__name__}: {e})") from None
+    return delivery.conflict_block(problems) if problems else None
 
 
 def finalize(req: dict[str, Any], config: Config) -> dict[str, Any]:

@@ -366,13 +366,9 @@ CONFIG = get("ConfigMap", "ai-models-hooks-config")["data"]
 
 def _env_names_read() -> set[str]:
     names = set()
-    for f in (ROOT / "lib" / "config.py", ROOT / "hooks" / "gunicorn_conf.py"):
+    for f in (ROOT / "lib" / "config.py", ROOT / "hooks" / "gunicorn_conf.py", ROOT / "hooks" / "app.py"):
         names |= set(re.findall(r'"(AI_MODELS_[A-Z0-9_]+)"', f.read_text()))
     return names
-
-
-# Read by the hook app once hooks/app.py supports per-listener routes (docs/security.md).
-AWAITING_APP_SUPPORT = {"AI_MODELS_ROUTES"}
 
 
 def _container_env(c: Obj) -> dict[str, str]:
@@ -385,7 +381,7 @@ def _routes(c: Obj) -> set[str]:
 
 
 def test_every_setting_in_the_manifest_is_one_the_service_reads():
-    read = _env_names_read() | AWAITING_APP_SUPPORT
+    read = _env_names_read()
     for c in HOOKS_POD["containers"]:
         assert [e["configMapRef"]["name"] for e in c["envFrom"]] == ["ai-models-hooks-config"]
         for e in c.get("env", []):
@@ -395,7 +391,7 @@ def test_every_setting_in_the_manifest_is_one_the_service_reads():
 
 def test_every_setting_the_service_reads_is_set_or_documented():
     install = (ROOT / "docs" / "install.md").read_text()
-    for name in _env_names_read() | AWAITING_APP_SUPPORT:
+    for name in _env_names_read():
         assert f"`{name}`" in install, f"{name} is missing from the table in docs/install.md"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -161,3 +162,35 @@ def test_deployments_without_a_model_are_not_touched(webhook, kube_namespace):
     apps.create_namespaced_deployment(kube_namespace, _deployment(workload(), kube_namespace))
     stored = _stored(webhook, kube_namespace, "embedder")
     assert _gates(stored) == [] and not stored["spec"]["template"]["spec"].get("initContainers")
+
+
+def test_a_user_mount_where_the_models_go_is_blocked_not_refused(webhook, hook_service, kube_namespace):
+    """The API server refuses two mounts at one path (pkg/apis/core/validation: "must be unique"), so
+    injecting ours there would fail the decorator's write forever; blocked instead (MountPathConflict)."""
+    url, ca = hook_service
+    apps = client.AppsV1Api(webhook.client)
+    obj = _deployment(workload(model_names="bge-m3"), kube_namespace)
+    spec = obj["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "data", "emptyDir": {}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data/modelcache/models"}]
+    # The premise, on the real API server: the same container with our cache mount added is refused.
+    clash = copy.deepcopy(obj)
+    clash["metadata"]["annotations"] = {}
+    clash["spec"]["template"]["spec"]["volumes"].append({"name": "cache", "emptyDir": {}})
+    clash["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].append(
+        {"name": "cache", "mountPath": "/data/modelcache/models"})
+    with pytest.raises(client.ApiException) as refused:
+        apps.create_namespaced_deployment(kube_namespace, clash, dry_run="All")
+    assert refused.value.status == 422 and "must be unique" in refused.value.body
+    # Through the webhook and the decorator: stored, gated, the reason on the workload.
+    apps.create_namespaced_deployment(kube_namespace, obj)
+    stored = _stored(webhook, kube_namespace, "embedder")
+    answer = requests.post(f"{url}/hooks/workload/sync", verify=ca, timeout=10, json={
+        "controller": CONTROLLER, "object": stored, "attachments": {"Secret.v1": {}},
+        "related": related(model("bge-m3", kube_namespace)), "finalizing": False}).json()
+    apps.patch_namespaced_deployment("embedder", kube_namespace,
+                                     {"metadata": {"annotations": answer["annotations"]}})
+    after = _stored(webhook, kube_namespace, "embedder")
+    why = json.loads(after["metadata"]["annotations"]["ai.deckhouse.io/model-delivery-blocked"])
+    assert why["reason"] == "MountPathConflict" and "'data' at /data/modelcache/models" in why["message"]
+    assert _gates(after) == [GATE] and not after["spec"]["template"]["spec"].get("initContainers")

@@ -7,6 +7,7 @@
 - ``init_container``, ``node_cache``: the two modes; ``modes``: the registry
   keyed by mode name and ``choose_mode`` (setting and per-workload override);
 - ``rendering``: Gate / Deliver / nothing, and the pod template for it;
+- ``conflicts``: a user's mount where the mode mounts the models (blocks);
 - ``patch``: the webhook's JSONPatch for a whole workload object.
 
 Everything injected into a pod template is named ``ai-models-*`` (or is one
@@ -16,6 +17,7 @@ changes nothing, and a new resolution (or mode) replaces the old injection
 wholesale. This package re-exports what the hooks and the tests use.
 """
 
+from lib.delivery.conflicts import conflict_block, mount_conflicts
 from lib.delivery.init_container import (
     CACHE_VOLUME,
     MODE_INIT_CONTAINER,
@@ -38,6 +40,7 @@ from lib.delivery.rendering import (
     Gate,
     State,
     desired_state,
+    pod_template,
     render,
     strip,
     template_path,
@@ -90,6 +93,7 @@ __all__ = [
     "ResolvedModel",
     "State",
     "choose_mode",
+    "conflict_block",
     "decode_resolution",
     "desired_state",
     "encode_resolution",
@@ -98,7 +102,9 @@ __all__ = [
     "json_patch",
     "materialize_args",
     "materialize_command",
+    "mount_conflicts",
     "mutate_object",
+    "pod_template",
     "pull_secret_name",
     "quantity",
     "render",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib.config import Config
+from lib.delivery.conflicts import conflict_block, mount_conflicts
 from lib.delivery.init_container import MODE_INIT_CONTAINER
 from lib.delivery.modes import choose_mode
-from lib.delivery.rendering import State, desired_state, render, template_path
+from lib.delivery.rendering import Deliver, Gate, State, desired_state, pod_template, render, template_path
 from lib.delivery.resolution import ANNOTATION_BLOCKED, ANNOTATION_RESOLUTION, has_model_annotations
 
 # Label the webhook keeps on workloads that name a model in either annotation.
@@ -57,11 +58,16 @@ def mutate_object(obj: Mapping[str, Any], config: Config) -> Mutation:
             return Mutation([], warnings, state)
         mode = choice.mode
     ops = _label_patch(meta, has_model_annotations(meta.get("annotations")))
-    template: Any = obj
-    for part in path:
-        template = template.get(part) if isinstance(template, dict) else None
-    if not isinstance(template, dict):
+    template = pod_template(obj)
+    if template is None:
         return Mutation(ops, [*warnings, f"ai-models: {'.'.join(path)} is missing"], state)
+    if isinstance(state, Deliver):
+        # The decorator blocks this too (MountPathConflict); until it has seen this version of the
+        # object, gate rather than hand the API server a template it refuses as a duplicate mount.
+        problems = mount_conflicts(template, state.models, mode, config, state.secret_name)
+        if problems:
+            state = Gate(tuple(sorted(m.ref for m in state.models)), "mount path conflict")
+            warnings += [f"ai-models: {conflict_block(problems).message}"]
     new = render(template, state, config, mode)
     prefix = "".join(f"/{_escape(p)}" for p in path)
     return Mutation([*ops, *json_patch(template, new, prefix)], warnings, state)

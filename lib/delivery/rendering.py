@@ -112,6 +112,15 @@ def template_path(obj: Mapping[str, Any]) -> tuple[str, ...] | None:
     return WORKLOAD_KINDS.get((group, str(obj.get("kind", ""))))
 
 
+def pod_template(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object's pod template (None: not a workload kind, or the template is missing)."""
+    path = template_path(obj)
+    template: Any = obj if path is not None else None
+    for part in path or ():
+        template = template.get(part) if isinstance(template, dict) else None
+    return template if isinstance(template, dict) else None
+
+
 def strip(template: Mapping[str, Any]) -> dict[str, Any]:
     """``template`` without anything an earlier mutation injected (and nothing else changed)."""
     t = copy.deepcopy(dict(template))

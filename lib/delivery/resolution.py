@@ -45,6 +45,7 @@ class BlockReason(StrEnum):
     DUPLICATE_MODEL_NAME = "DuplicateModelName"
     MODEL_NOT_FOUND = "ModelNotFound"
     MODEL_NOT_READY = "ModelNotReady"
+    MOUNT_PATH_CONFLICT = "MountPathConflict"
 
 
 @dataclass(frozen=True, order=True)
