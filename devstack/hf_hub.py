@@ -13,7 +13,9 @@ errors with ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``, ``GatedRepo``) and the Hub's status codes (anonymous
 requests for missing or private repos get 401; gated downloads 401 without a
 token, 403 with a token not granted). The CDN, like a presigned object store,
-refuses requests that carry an ``Authorization`` header.
+refuses requests that carry an ``Authorization`` header. Every request is
+recorded (``log``) and every file byte sent counted per repository
+(``bytes_served``), so a test can prove a publish fetched nothing.
 
 Faults are switched on per file path (or ``"api"`` for the model-info call)
 and consumed as they fire: 429s with rate-limit headers, 5xx, tampered bytes,
@@ -138,6 +140,7 @@ class HubStandIn:
         self.repos: dict[str, HubRepo] = {}
         self.faults = Faults()
         self.log: list[RecordedRequest] = []
+        self.bytes_served: dict[str, int] = {}  # repo id -> file body bytes sent (resolve + CDN)
         self.lock = threading.Lock()
         self._cdn_host = cdn_host
         self._servers: list[http.server.ThreadingHTTPServer] = []
@@ -208,6 +211,15 @@ class HubStandIn:
 
     def requests_to(self, host: str) -> list[RecordedRequest]:
         return [r for r in self.log if r.host.split(":")[0] == host]
+
+    def served(self, repo_id: str | None = None) -> int:
+        """File body bytes sent so far, for one repository or all of them."""
+        with self.lock:
+            return sum(n for r, n in self.bytes_served.items() if repo_id in (None, r))
+
+    def _count(self, repo_id: str, n: int) -> None:
+        with self.lock:
+            self.bytes_served[repo_id] = self.bytes_served.get(repo_id, 0) + n
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -396,7 +408,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self._send_file(entry, {"ETag": f'"{entry.blob_id}"', "X-Repo-Commit": commit})
+        self._send_file(repo_id, entry, {"ETag": f'"{entry.blob_id}"', "X-Repo-Commit": commit})
 
     def _cdn(self, repo_id: str, sha256: str) -> None:
         if "Authorization" in self.headers:
@@ -410,9 +422,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self._injected(entry.path):
             return
-        self._send_file(entry, {"ETag": f'"{entry.sha256}"'})
+        self._send_file(repo_id, entry, {"ETag": f'"{entry.sha256}"'})
 
-    def _send_file(self, entry: HubFile, extra: Mapping[str, str]) -> None:
+    def _send_file(self, repo_id: str, entry: HubFile, extra: Mapping[str, str]) -> None:
         hub = self.hub
         start, end = 0, entry.size
         status = 200
@@ -444,19 +456,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             if not faulty and entry.disk is not None:
                 with entry.disk.open("rb") as f:
-                    self.connection.sendfile(f, start, end - start)
+                    hub._count(repo_id, self.connection.sendfile(f, start, end - start))
                 return
             pos = start
             for chunk in entry.read(start, end):
-                out = self._faulted(entry, pos, chunk)
+                out = self._faulted(repo_id, entry, pos, chunk)
                 if out is None:
                     return
                 self.wfile.write(out)
+                hub._count(repo_id, len(out))
                 pos += len(out)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _faulted(self, entry: HubFile, pos: int, chunk: bytes) -> bytes | None:
+    def _faulted(self, repo_id: str, entry: HubFile, pos: int, chunk: bytes) -> bytes | None:
         """Apply tamper/cut/stall to ``chunk`` at file offset ``pos``; None when cut."""
         hub = self.hub
         key = entry.path
@@ -466,6 +479,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         cut = hub.faults.cut.get(key)
         if cut and cut[0] > 0 and pos <= cut[1] < pos + len(chunk) and hub._take(hub.faults.cut, key):
             self.wfile.write(chunk[: cut[1] - pos])
+            hub._count(repo_id, cut[1] - pos)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return None
@@ -475,6 +489,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if params:
                 head = int(params[0]) - pos
                 self.wfile.write(chunk[:head])
+                hub._count(repo_id, head)
                 time.sleep(params[1])
                 chunk = chunk[head:]
         return chunk
