@@ -141,9 +141,14 @@ def _json(body: Any, code: int = 200, headers: dict[str, str] | None = None) -> 
     return resp
 
 
+# A schema error quotes the offending value, which may be any size: the answer is cut to this.
+MAX_ERROR = 1024
+
+
 def _describe(err: jsonschema.ValidationError) -> str:
     where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-    return f"invalid request at {where}: {err.message}"
+    text = f"invalid request at {where}: {err.message}"
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
 # Route groups that derive or verify credentials: they refuse to start without a signing key.
@@ -187,6 +192,11 @@ def create_app(config: Config | None = None, routes: Iterable[str] | None = None
         except HookInputError as e:
             code = 400
             return _json({"error": str(e)}, 400)
+        except RecursionError:
+            # The JSON decoder, and any hook walking the request, recurse per level of nesting; no
+            # object the API server returns nests anywhere near Python's limit (about 1000).
+            code = 400
+            return _json({"error": "request body nests too deeply"}, 400)
         except Exception:  # a bug: log it, answer without leaking internals
             code = 500
             log.exception("hook %s failed", path)

@@ -51,7 +51,10 @@ def counter(v: Any, default: int, minimum: int = 0) -> int:
 def _conditions(m: ModelRef, v: Verdict, now: str) -> list[Obj]:
     old = m.status.get("conditions")
     if v.phase == Phase.READY:
-        resolved = (v.result or {}).get("resolved") or m.status.get("resolved") or {}
+        # Checked like status.resolved itself: the result is forgeable by whoever may patch the Job.
+        resolved = pick((v.result or {}).get("resolved"), RESOLVED_FIELDS) or pick(
+            m.status.get("resolved"), RESOLVED_FIELDS
+        )
         partial = not (resolved.get("format") and resolved.get("supportedEndpointTypes"))
         meta_reason = Reason.MODEL_METADATA_PARTIAL if partial else Reason.MODEL_METADATA_CALCULATED
         meta_msg = (

@@ -67,15 +67,18 @@ def _meta(m: ModelRef, name: str) -> Obj:
     return wj.meta(m.owner, name)
 
 
-def _capacity_flags(config: Config) -> dict[str, Any]:
-    """``--registry-capacity-bytes`` and ``--registry-usage`` when a capacity is configured, else
-    nothing: the Job spec is a function of the Config alone (lib/capacity.py)."""
-    if config.registry_capacity_bytes <= 0:
-        return {}
-    return {
-        "registry_capacity_bytes": config.registry_capacity_bytes,
-        "registry_usage": f"{config.namespace}/{USAGE_CONFIGMAP}",
-    }
+def _capacity_flags(config: Config, namespace: str) -> dict[str, Any]:
+    """``--registry-capacity-bytes`` with ``--registry-usage``, and ``--namespace-quota-bytes`` with
+    the Model's namespace, each when configured, else nothing: the Job spec is a function of the
+    Config and the Model's identity alone (lib/capacity.py). ClusterModels (``namespace`` "")
+    have no quota."""
+    flags: dict[str, Any] = {}
+    if config.registry_capacity_bytes > 0:
+        flags["registry_capacity_bytes"] = config.registry_capacity_bytes
+        flags["registry_usage"] = f"{config.namespace}/{USAGE_CONFIGMAP}"
+    if config.namespace_quota_bytes > 0 and namespace:
+        flags.update(namespace_quota_bytes=config.namespace_quota_bytes, quota_namespace=namespace)
+    return flags
 
 
 def _registry_ca(config: Config) -> str | None:
@@ -128,7 +131,7 @@ def publish_job(
         auth_file=f"{SOURCE_DIR}/{auth.path}" if auth.secret else None,
         insecure_source=auth.insecure,
         ca_file=f"{SOURCE_CA_DIR}/ca.crt" if auth.ca_secret else None,
-        **_capacity_flags(config),
+        **_capacity_flags(config, m.namespace),
         mount_from=mount_from,
     )
     vol, mount = _registry_volume(m.registry_secret, config)
@@ -176,7 +179,7 @@ def upload_job(
         result_file=RESULT_FILE,
         insecure_registry=config.registry_insecure,
         registry_ca_file=_registry_ca(config),
-        **_capacity_flags(config),
+        **_capacity_flags(config, m.namespace),
     )
     vol, mount = _registry_volume(m.registry_secret, config)
     volumes = [
@@ -259,9 +262,15 @@ def cleanup_secret(m: ModelRef, config: Config) -> Obj:
     return _dockerconfig_secret(m, config, m.cleanup_secret, user, pw)
 
 
-def worker_rbac(m: ModelRef, *job_names: str) -> list[Obj]:
-    """The RBAC of the model's worker: it may get/patch its own Jobs (``hooks/worker_jobs.py``)."""
-    return wj.worker_rbac(m.owner, *job_names)
+def worker_rbac(m: ModelRef, *job_names: str, config: Config | None = None) -> list[Obj]:
+    """The RBAC of the model's worker: it may get/patch its own Jobs (``hooks/worker_jobs.py``);
+    with ``config`` naming a namespace quota, also list the namespace's Models (publish, upload)."""
+    return wj.worker_rbac(m.owner, *job_names, list_models=quota_reads_models(config))
+
+
+def quota_reads_models(config: Config | None) -> bool:
+    """Whether a publish or upload worker lists its namespace's Models (the namespace quota)."""
+    return config is not None and config.namespace_quota_bytes > 0
 
 
 # -- upload session ---------------------------------------------------------

@@ -76,7 +76,10 @@ def _auth_secret(m: ModelRef, related: Obj, keys: tuple[str, ...]) -> ch.SourceA
             Reason.AUTH_SECRET_MISSING,
             f"Secret {m.namespace}/{name} named by authSecretRef does not exist (or is not readable)",
         )
-    data = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
+    data: dict[str, Any] = {}
+    for field in ("stringData", "data"):  # maps, as the API server returns them; anything else is none
+        part = secret.get(field)
+        data.update(part if isinstance(part, dict) else {})
     for key in keys:
         if isinstance(data.get(key), str) and data[key].strip():
             return ch.SourceAuth(secret=name, key=key, path="token")

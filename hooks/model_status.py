@@ -17,7 +17,7 @@ from hooks.model_parent import ModelRef
 from hooks.worker_jobs import LABEL_WORKER, adopt, failed_without_result, job_label, job_result, job_state
 from lib.api.conditions import latest_time
 from lib.api.types import ANNOTATION_PROGRESS, LABEL_MODEL_UID, Reason
-from lib.result import artifact_problem
+from lib.result import INT64_MAX, artifact_problem
 
 Obj = dict[str, Any]
 
@@ -47,6 +47,21 @@ RESOLVED_FIELDS = {
     "supportedFeatures": list,
 }
 SOURCE_FIELDS = {"resolvedType": str, "resolvedRevision": str, "remoteDigest": str}
+# The CRD's maxLength of those string fields (and of each item of the lists): a longer value,
+# which only a forged result carries, is left out; copied, it would fail the whole status write.
+MAX_LENGTH = {
+    "uri": 1024,
+    "digest": 128,
+    "mediaType": 256,
+    "format": 64,
+    "family": 256,
+    "architecture": 256,
+    "quantization": 64,
+    "resolvedType": 64,
+    "resolvedRevision": 256,
+    "remoteDigest": 128,
+}
+MAX_ITEM_LENGTH = 128
 
 _PROGRESS = re.compile(r"^(100|[1-9]?[0-9])%$")
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]{0,126}[A-Za-z0-9_])?$")
@@ -151,19 +166,21 @@ def adopted(
 
 
 def pick(source: Any, fields: Mapping[str, type]) -> Obj:
-    """Only the CRD-declared fields of ``source``, with the declared JSON types."""
+    """Only the CRD-declared fields of ``source``, with the declared JSON types and within the
+    CRD's bounds (``MAX_LENGTH``, ``MAX_ITEM_LENGTH``, int64); anything else is left out."""
     out: Obj = {}
     if not isinstance(source, Mapping):
         return out
     for key, typ in fields.items():
         v = source.get(key)
         if typ is int:
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX:
                 out[key] = v
         elif typ is list:
             if isinstance(v, list):  # a CRD "set": unique items, first occurrence kept
-                out[key] = list(dict.fromkeys(x for x in v if isinstance(x, str) and x))
-        elif isinstance(v, str) and v:
+                items = (x for x in v if isinstance(x, str) and 0 < len(x) <= MAX_ITEM_LENGTH)
+                out[key] = list(dict.fromkeys(items))
+        elif isinstance(v, str) and 0 < len(v) <= MAX_LENGTH.get(key, MAX_MESSAGE):
             out[key] = v
     return out
 

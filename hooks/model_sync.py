@@ -32,6 +32,7 @@ from hooks import catalog_imports as imports
 from hooks import model_children as ch
 from hooks import model_mounts as mounts
 from hooks import worker_jobs as wj
+from hooks.errors import HookInputError
 from hooks.model_answer import (
     RESYNC_ACTIVE,
     RESYNC_IDLE,
@@ -157,7 +158,8 @@ def _sync_import(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
     source = (pf.catalog or {}).get("sourceName", "")
     # The import's worker runs in the module namespace; it may record Events beside a Model.
     account = imports.import_ref(m, config).worker_account
-    beside = [] if m.cluster else wj.events_rbac(m.owner, account, config.namespace)
+    beside = [] if m.cluster else wj.events_rbac(m.owner, account, config.namespace,
+                                                 list_models=ch.quota_reads_models(config))
     verdict = _with_rejected(out, _decide(
         m,
         out,
@@ -194,7 +196,8 @@ def _sync_publish(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str
             m, config, source=pf.source_url, attempt=n, auth=pf.auth, delay_seconds=delay,
             mount_from=mount_from,
         )
-        return [ch.registry_secret(m, config, mount_from), *ch.worker_rbac(m, job["metadata"]["name"]), job]
+        return [ch.registry_secret(m, config, mount_from),
+                *ch.worker_rbac(m, job["metadata"]["name"], config=config), job]
 
     job_name = m.publish_job(attempt)
     job = by_name(children, JOB, m.child_namespace, job_name)
@@ -284,7 +287,10 @@ def _decide(
 def _expires_at(m: ModelRef, config: Config, session: int) -> str:
     created = cond.parse_time(m.created)
     assert created is not None
-    return cond.format_time(created + timedelta(seconds=config.upload_ttl_seconds * (session + 1)))
+    try:
+        return cond.format_time(created + timedelta(seconds=config.upload_ttl_seconds * (session + 1)))
+    except OverflowError:  # a session counter no real sequence of sessions reaches
+        raise HookInputError(f"upload session {session} ends past the year 9999") from None
 
 
 def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str) -> Verdict:
@@ -327,7 +333,7 @@ def _sync_upload(m: ModelRef, req: Obj, config: Config, pf: Preflight, now: str)
             )
             objs = [
                 ch.registry_secret(m, config),
-                *ch.worker_rbac(m, job["metadata"]["name"]),
+                *ch.worker_rbac(m, job["metadata"]["name"], config=config),
                 ch.upload_secret(m, config, session=s, token=token),
                 ch.upload_reader_role(m, session=s),
                 ch.upload_service(m, config),

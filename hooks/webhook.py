@@ -17,6 +17,10 @@ from hooks.errors import HookInputError
 from lib import delivery
 from lib.config import Config
 
+# Warnings echo what the workload says (names, annotation values, a parser's complaint): each is
+# cut to this many characters. The API server shortens longer ones for its clients anyway.
+MAX_WARNING = 1024
+
 
 def mutate(review: dict[str, Any], config: Config) -> dict[str, Any]:
     request = review.get("request")
@@ -33,7 +37,8 @@ def mutate(review: dict[str, Any], config: Config) -> dict[str, Any]:
     except (TypeError, AttributeError, KeyError, ValueError) as e:
         # Mutating admission runs before validation: leave a malformed object to the
         # API server's own validation, which will say precisely what is wrong with it.
-        response["warnings"] = [f"ai-models: malformed object left untouched ({type(e).__name__}: {e})"]
+        why = f"ai-models: malformed object left untouched ({type(e).__name__}: {e})"
+        response["warnings"] = [delivery.bounded(why, MAX_WARNING)]
         return _review(response)
     if mutation.patch:
         response["patchType"] = "JSONPatch"
@@ -41,7 +46,7 @@ def mutate(review: dict[str, Any], config: Config) -> dict[str, Any]:
             json.dumps(mutation.patch, separators=(",", ":")).encode()
         ).decode()
     if mutation.warnings:
-        response["warnings"] = mutation.warnings
+        response["warnings"] = [delivery.bounded(w, MAX_WARNING) for w in mutation.warnings]
     return _review(response)
 
 

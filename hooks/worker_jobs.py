@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib.api.naming import dns_label
-from lib.api.types import ANNOTATION_RESULT, API_VERSION, LABEL_MODEL_UID
+from lib.api.types import ANNOTATION_RESULT, API_VERSION, GROUP, LABEL_MODEL_UID
 from lib.config import Config
 from lib.result import LIMIT
 
@@ -76,7 +76,8 @@ def backoff_seconds(attempt: int) -> int:
     """Delay before ``attempt`` (2, 3, ...): 30 s doubling, capped at 10 min (slept by the pod)."""
     if attempt <= 1:
         return 0
-    return min(BACKOFF_BASE_SECONDS * 2 ** (attempt - 2), BACKOFF_MAX_SECONDS)
+    # The exponent is capped before the power: a counter read from a request may be any int32.
+    return min(BACKOFF_BASE_SECONDS * 2 ** min(attempt - 2, 16), BACKOFF_MAX_SECONDS)
 
 
 # -- the owner ---------------------------------------------------------------------
@@ -324,9 +325,16 @@ def worker_job(owner: Owner, config: Config, js: JobSpec) -> Obj:
 EVENTS_RULE = {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
 
 
-def worker_rbac(owner: Owner, *job_names: str) -> list[Obj]:
+# The namespace quota's one read (jobs/capacity.py): the sizes of the namespace's Models. ``list``
+# cannot name objects either; it is granted only with a quota, only in the Model's own namespace.
+MODELS_LIST_RULE = {"apiGroups": [GROUP], "resources": ["models"], "verbs": ["list"]}
+
+
+def worker_rbac(owner: Owner, *job_names: str, list_models: bool = False) -> list[Obj]:
     """ServiceAccount + Role + RoleBinding: the worker may get/patch its own Job, nothing else
-    (and create Events when its owner is beside it)."""
+    (and create Events when its owner is beside it, and list the namespace's Models for the
+    namespace quota when ``list_models``)."""
+    beside = not owner.cluster and owner.child_namespace == owner.namespace
     name = owner.worker_account
     return [
         {
@@ -347,7 +355,8 @@ def worker_rbac(owner: Owner, *job_names: str) -> list[Obj]:
                     "verbs": ["get", "patch"],
                 },
                 # Events on the owner beside it (a cluster-scoped object's go to ``default``).
-                *([EVENTS_RULE] if not owner.cluster and owner.child_namespace == owner.namespace else []),
+                *([EVENTS_RULE] if beside else []),
+                *([MODELS_LIST_RULE] if beside and list_models else []),
             ],
         },
         {
@@ -360,15 +369,18 @@ def worker_rbac(owner: Owner, *job_names: str) -> list[Obj]:
     ]
 
 
-def events_rbac(owner: Owner, account: str, account_namespace: str) -> list[Obj]:
+def events_rbac(
+    owner: Owner, account: str, account_namespace: str, *, list_models: bool = False
+) -> list[Obj]:
     """Role + RoleBinding beside ``owner``: a worker running elsewhere (its catalog import, in the
-    module namespace) may record Events on it. Cluster-scoped objects' Events go to ``default``,
-    where deploy/rbac/worker-events.yaml lets the module namespace's workers write them."""
+    module namespace) may record Events on it (and list the namespace's Models for the namespace
+    quota when ``list_models``). Cluster-scoped objects' Events go to ``default``, where
+    deploy/rbac/worker-events.yaml lets the module namespace's workers write them."""
     name = dns_label("ai-model-events", owner.name)
     md = {**meta(owner, name), "namespace": owner.namespace}
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": md,
-         "rules": [EVENTS_RULE]},
+         "rules": [EVENTS_RULE, *([MODELS_LIST_RULE] if list_models else [])]},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
@@ -432,7 +444,7 @@ def job_result(job: Obj | None) -> tuple[Obj | None, str]:
         return None, f"{ANNOTATION_RESULT} is not a result document"
     try:
         doc = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested thousands deep: the decoder gives up recursing
         return None, f"{ANNOTATION_RESULT} is not JSON"
     if not isinstance(doc, dict):
         return None, f"{ANNOTATION_RESULT} is not a JSON object"

@@ -140,7 +140,9 @@ def _observed_secret(
 
     The observed Secret lives in the tenant's namespace and may have been edited there, so it is
     kept only when it still holds a pull credential this module signed (any other content is
-    dropped, never re-applied), and only its two keys: the credential and DMCR's CA.
+    dropped, never re-applied), and then rendered anew from that verified credential and the
+    module's CA: nothing else of the observed bytes (other ``auths`` entries, a ``ca.crt`` of the
+    tenant's) is copied.
     """
     for group in (req.get("children") or req.get("attachments") or {}).values():
         for obj in (group or {}).values():
@@ -150,27 +152,35 @@ def _observed_secret(
                 continue
             raw = obj.get("data")
             data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-            if not _signed_pull_credential(data.get(".dockerconfigjson"), config):
+            verified = _signed_pull_credential(data.get(".dockerconfigjson"), config)
+            if verified is None:
                 return None
+            config_json = credentials.dockerconfigjson(config.registry, *verified)
             return {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": name, "namespace": namespace, "labels": dict(LABELS)},
                 "type": SECRET_TYPE,
-                "data": {k: data[k] for k in (".dockerconfigjson", "ca.crt") if isinstance(data.get(k), str)},
+                "data": {
+                    ".dockerconfigjson": _b64(config_json.encode()),
+                    **({"ca.crt": _b64(config.registry_ca_pem)} if config.registry_ca_pem else {}),
+                },
             }
     return None
 
 
-def _signed_pull_credential(value: Any, config: Config) -> bool:
-    """Whether a base64 ``.dockerconfigjson`` holds, for DMCR, a pull credential our keys verify."""
+def _signed_pull_credential(value: Any, config: Config) -> tuple[str, str] | None:
+    """``(username, password)`` of the pull credential for DMCR that a base64 ``.dockerconfigjson``
+    holds, when our keys verify it; None for anything else."""
     try:
         doc = json.loads(base64.b64decode(str(value), validate=True))
         auth = doc["auths"][config.registry]
-        grant = credentials.verify(config.signing_keys, str(auth["username"]), str(auth["password"]))
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        return False
-    return grant is not None and grant.kind == "pull"
+        user, password = str(auth["username"]), str(auth["password"])
+        grant = credentials.verify(config.signing_keys, user, password)  # lone surrogates: ValueError
+    # RecursionError: JSON nested thousands deep (the tenant may write this Secret).
+    except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
+        return None
+    return (user, password) if grant is not None and grant.kind == "pull" else None
 
 
 def sync(req: dict[str, Any], config: Config) -> dict[str, Any]:

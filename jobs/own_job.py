@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.api.types import ANNOTATION_PROGRESS, ANNOTATION_RESULT
+from lib.api.types import ANNOTATION_PROGRESS, ANNOTATION_RESULT, GROUP, VERSION
 from lib.retry import Attempts, RetryPolicy
 
 MIN_INTERVAL = 10.0  # seconds between two progress patches
@@ -177,6 +177,26 @@ def read_config_map(
             return None
         raise
     return dict(cm.data or {})
+
+
+def list_models(namespace: str, environ: Mapping[str, str] = os.environ) -> list[dict[str, Any]]:
+    """Every Model of ``namespace`` through the API, paginated; raises on API errors.
+
+    For the namespace quota (``jobs/capacity.py``): the worker's Role may ``list`` Models of its
+    Model's namespace when a quota is configured (``hooks.worker_jobs.worker_rbac``).
+    """
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(api_client_from_env(environ))
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page: dict[str, Any] = api.list_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, namespace, "models", limit=500, _continue=token, _request_timeout=TIMEOUT)
+        items += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
 
 
 def record_event(

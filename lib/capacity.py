@@ -19,6 +19,20 @@ an Ollama manifest's layer sizes, a catalog manifest, an upload's
   missing record never refuses a model (DMCR's own 507 still ends as
   ``InsufficientStorage``).
 
+- **Namespace quota** (``AI_MODELS_NAMESPACE_QUOTA_BYTES``, same units; 0 =
+  none): the share of DMCR one namespace's Models may hold, so that one
+  tenant cannot fill the registry for everyone. Used is the sum of the
+  ``status.artifact.sizeBytes`` of the namespace's *other* Models (logical
+  size: bytes mounted from a ClusterModel count too; the Model being
+  published replaces its own artifact), listed by the worker itself at check
+  time: fresh, and nothing about one tenant is published to another (the
+  cluster-wide usage record holds one number). The hook hands the worker
+  ``--namespace-quota-bytes`` and the Model's namespace (``--quota-namespace``,
+  from the object Metacontroller sent, never from anything a tenant writes)
+  and lets its Role ``list`` Models of that namespace. ClusterModels have no
+  quota. Status is written through ``models/status``, which no tenant role
+  grants, so a tenant cannot shrink its recorded usage.
+
 Pure: the reader of the ConfigMap is injected (``jobs/capacity.py``).
 """
 
@@ -37,6 +51,7 @@ USAGE_CONFIGMAP = "ai-models-dmcr-usage"
 USED_KEY = "usedBytes"
 UPDATED_KEY = "updatedAt"
 SETTING = "AI_MODELS_REGISTRY_CAPACITY_BYTES"
+QUOTA_SETTING = "AI_MODELS_NAMESPACE_QUOTA_BYTES"
 
 _SUFFIXES = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
@@ -113,6 +128,39 @@ def refusal(needed: int, capacity: int, usage: Usage) -> str | None:
     )
 
 
+def quota_refusal(needed: int, quota: int, namespace: str, used: Usage) -> str | None:
+    """The refusal message when ``namespace`` (having ``used``) cannot hold ``needed`` more bytes."""
+    taken = used.used or 0
+    if quota <= 0 or not namespace or taken + needed <= quota:
+        return None
+    known = used.used is not None
+    used_text = f"used {human(taken)}" if known else f"used unknown ({used.problem}; counted as 0)"
+    return (
+        f"namespace {namespace} cannot hold this model in DMCR: it needs {human(needed)}, free "
+        f"{human(max(quota - taken, 0))} of the namespace's quota (quota {human(quota)}, {used_text} by "
+        f"its other Models). Delete unused Models of this namespace, or ask the cluster administrator "
+        f"to raise {QUOTA_SETTING}"
+    )
+
+
+def read_namespace_usage(models: Callable[[], Iterable[Mapping[str, Any]]], own_repository: str) -> Usage:
+    """Bytes held by the Models ``models()`` lists, except the one publishing into
+    ``own_repository`` (it replaces its own artifact); never raises."""
+    try:
+        others = [m for m in models() if _repository(m) != own_repository]
+    except Exception as e:  # the API is down, RBAC: counted as 0 and said so
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        return Usage(None, problem=f"cannot list the namespace's Models: {why}")
+    return Usage(total_used(others))
+
+
+def _repository(obj: Mapping[str, Any]) -> str:
+    """The REGISTRY/REPOSITORY of an object's published artifact ("" when none)."""
+    artifact = (obj.get("status") or {}).get("artifact") or {}
+    uri = artifact.get("uri") if isinstance(artifact, Mapping) else None
+    return uri.split("@", 1)[0] if isinstance(uri, str) else ""
+
+
 class InsufficientCapacity(SourceError):
     """The model does not fit. A ``SourceError`` so every caller that maps a source's reason
     (the publish command, the upload session's 507) reports it as ``InsufficientStorage``."""
@@ -131,12 +179,23 @@ class Capacity:
 
     capacity: int
     read_usage: Callable[[], Usage] = _no_usage
+    namespace: str = ""  # the Model's namespace ("" for a ClusterModel: no quota)
+    namespace_quota: int = 0
+    read_namespace_usage: Callable[[], Usage] = _no_usage
+
+    @property
+    def active(self) -> bool:
+        return self.capacity > 0 or self.quota_active
+
+    @property
+    def quota_active(self) -> bool:
+        return self.namespace_quota > 0 and bool(self.namespace)
 
     def admit(self, needed: int) -> None:
         """Return when ``needed`` bytes fit; ``InsufficientCapacity`` with the numbers otherwise."""
-        if self.capacity <= 0:
-            return
-        message = refusal(needed, self.capacity, self.read_usage())
+        message = refusal(needed, self.capacity, self.read_usage()) if self.capacity > 0 else None
+        if message is None and self.quota_active:
+            message = quota_refusal(needed, self.namespace_quota, self.namespace, self.read_namespace_usage())
         if message is not None:
             raise InsufficientCapacity(message)
 

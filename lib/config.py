@@ -25,6 +25,7 @@ SIGNING_KEY_ENV = "AI_MODELS_SIGNING_KEY_FILE"
 SIGNING_KEYS_DIR_ENV = "AI_MODELS_SIGNING_KEYS_DIR"
 DEV_KEY_ENV = "AI_MODELS_DEV_INSECURE_SIGNING_KEY"
 CAPACITY_ENV = "AI_MODELS_REGISTRY_CAPACITY_BYTES"  # lib.capacity.SETTING
+QUOTA_ENV = "AI_MODELS_NAMESPACE_QUOTA_BYTES"  # lib.capacity.QUOTA_SETTING
 _TRUE = ("1", "true", "True")
 
 
@@ -67,6 +68,8 @@ class Config:
     # DMCR's capacity in bytes (AI_MODELS_REGISTRY_CAPACITY_BYTES, plain or 500Gi): workers refuse a
     # model whose known size does not fit (lib/capacity.py); 0: no check.
     registry_capacity_bytes: int = 0
+    # What one namespace's Models may hold in DMCR (AI_MODELS_NAMESPACE_QUOTA_BYTES); 0: no quota.
+    namespace_quota_bytes: int = 0
     _signing_keys: SigningKeys | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,15 +127,16 @@ class Config:
             hook_service_url=env.get("AI_MODELS_HOOK_SERVICE_URL", d.hook_service_url),
             registry_gc_window=env.get("AI_MODELS_REGISTRY_GC_WINDOW", d.registry_gc_window),
             registry_capacity_bytes=_capacity(env.get(CAPACITY_ENV, "")),
+            namespace_quota_bytes=_capacity(env.get(QUOTA_ENV, ""), QUOTA_ENV),
         )
 
 
-def _capacity(text: str) -> int:
-    """The capacity setting in bytes (empty: 0, no check); ``ConfigError`` names the setting."""
+def _capacity(text: str, setting: str = CAPACITY_ENV) -> int:
+    """A byte-count setting (empty: 0, no check); ``ConfigError`` names the setting."""
     try:
         return parse_quantity(text) if text.strip() else 0
     except ValueError as e:
-        raise ConfigError(f"{CAPACITY_ENV}: {e}") from None
+        raise ConfigError(f"{setting}: {e}") from None
 
 
 def _read_key(var: str, path: Path, dev: bool) -> bytes:

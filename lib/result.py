@@ -62,6 +62,7 @@ def error(reason: str, message: str, **extra: Any) -> dict[str, Any]:
 # well-formed digest. docs/security.md lists what else is checked.
 
 SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+INT64_MAX = 2**63 - 1  # the CRDs' integers are int64: a larger size is not one a worker measured
 MANIFEST_MEDIA_TYPES = frozenset({"application/vnd.oci.image.manifest.v1+json"})
 
 
@@ -80,6 +81,7 @@ def artifact_problem(artifact: Any, destination: str) -> str | None:
     if media_type is not None and media_type not in MANIFEST_MEDIA_TYPES:
         return "artifact.mediaType is not an OCI image manifest"
     size = artifact.get("sizeBytes")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        return "artifact.sizeBytes is not a non-negative integer"
+    sane = isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= INT64_MAX
+    if size is not None and not sane:
+        return "artifact.sizeBytes is not a non-negative int64"
     return None

@@ -51,6 +51,7 @@ class CuttingProxy:
     cut_at: list[int] = field(default_factory=list)
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _open: set[tuple[socket.socket, socket.socket]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._ls = socket.create_server(("127.0.0.1", 0))
@@ -59,6 +60,10 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._ls.close()
+        with self._lock:
+            pairs = list(self._open)
+        for pair in pairs:
+            self._kill(*pair)
 
     def _accept(self) -> None:
         while True:
@@ -68,8 +73,19 @@ class CuttingProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.backend))
             pair = (client, upstream)
-            threading.Thread(target=self._up, args=pair, daemon=True).start()
-            threading.Thread(target=self._down, args=pair, daemon=True).start()
+            with self._lock:
+                self._open.add(pair)
+            threading.Thread(target=self._relay, args=pair, daemon=True).start()
+
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Both directions, then close both sockets (a half-closed pair is otherwise never closed)."""
+        down = threading.Thread(target=self._down, args=(client, upstream), daemon=True)
+        down.start()
+        self._up(client, upstream)
+        down.join()
+        self._kill(client, upstream)
+        with self._lock:
+            self._open.discard((client, upstream))
 
     def _kill(self, *socks: socket.socket) -> None:
         for s in socks:

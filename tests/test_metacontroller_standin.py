@@ -60,6 +60,7 @@ def hooks() -> Iterator[ScriptedHooks]:
     h = ScriptedHooks()
     yield h
     h.server.shutdown()
+    h.server.server_close()
 
 
 def hook(path: str) -> Obj:

@@ -822,10 +822,11 @@ def test_an_upload_that_exactly_fits_the_limit_passes(framing, start, client, tm
     gguf = make_gguf(tmp_path / "model.gguf", tensor_elems=1 << 16)
     srv = start(max_upload=gguf.stat().st_size)
     source = [str(gguf), srv.url] if framing == "content-length" else ["-", srv.url]
-    p = subprocess.run(
-        ["curl", "-fsS", "-H", f"Authorization: Bearer {TOKEN}", "-T", *source],
-        stdin=gguf.open("rb"), capture_output=True, timeout=60,
-    )  # fmt: skip
+    with gguf.open("rb") as stdin:
+        p = subprocess.run(
+            ["curl", "-fsS", "-H", f"Authorization: Bearer {TOKEN}", "-T", *source],
+            stdin=stdin, capture_output=True, timeout=60,
+        )  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert layers(client, srv.repo, json.loads(p.stdout))["model.gguf"]["digest"] == sha(gguf)
     assert srv.wait() == 0

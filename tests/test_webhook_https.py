@@ -42,27 +42,31 @@ def hook_service(tmp_path_factory):
         "AI_MODELS_SIGNING_KEY_FILE": str(key),
         "AI_MODELS_WORKER_IMAGE": "registry.example.com/ai-models/worker:test",
     })
-    proc = subprocess.Popen(
+    log = tmp / "gunicorn.log"
+    # A log file, not a pipe: nobody reads gunicorn's stderr while it serves. Popen's and the
+    # Session's context managers close the file, the process and the pooled connections.
+    with log.open("wb") as err, subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "hooks/gunicorn_conf.py",
          "--certfile", str(certs.cert), "--keyfile", str(certs.key), "hooks.app:app"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+    ) as proc, requests.Session() as session:
+        session.verify = str(certs.ca_cert)
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                session.get(f"{url}/healthz", timeout=1, verify=session.verify).close()
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"gunicorn did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.1)
         try:
-            requests.get(f"{url}/healthz", verify=str(certs.ca_cert), timeout=1)
-            break
-        except requests.RequestException:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"gunicorn did not start: {proc.stderr.read().decode()[-2000:]}") from None
-            time.sleep(0.1)
-    session = requests.Session()
-    session.verify = str(certs.ca_cert)
-    yield url, session
-    proc.terminate()
-    proc.wait(10)
+            yield url, session
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def post(hook_service, path: str, body: dict) -> dict:

@@ -39,6 +39,7 @@ EXAMPLES: dict[str, wc.WorkerCommand] = {
         registry_auth_file="/r/.dockerconfigjson", result_file="/tmp/result", insecure_registry=True,
         registry_ca_file="/r/ca.crt", auth_file="/s/token", insecure_source=True, ca_file="/s/ca.crt",
         registry_capacity_bytes=500 << 30, registry_usage="d8-ai-models/ai-models-dmcr-usage",
+        namespace_quota_bytes=100 << 30, quota_namespace="team-a",
         mount_from=("ai-models/catalog/cluster/bge/u1", "ai-models/catalog/namespaced/ns/bge/u2"),
     ),
     "upload-server": wc.UploadServer(
@@ -46,6 +47,7 @@ EXAMPLES: dict[str, wc.WorkerCommand] = {
         expires_at="2026-01-01T00:00:00Z", registry_auth_file="/r/a", scratch_dir="/scratch",
         max_spool_bytes=1 << 30, max_upload_bytes=0, result_file="/tmp/r", insecure_registry=True,
         registry_ca_file="/r/ca.crt", registry_capacity_bytes=1 << 40, registry_usage="ns/usage",
+        namespace_quota_bytes=1 << 30, quota_namespace="team-b",
     ),
     "materialize": wc.Materialize(
         artifact=f"dmcr:5000/ai-models/x@{DIGEST}", into="/data/modelcache/models/x", auth_file="/p/a",
@@ -135,6 +137,7 @@ def test_emitted_order_is_stable():
         "--ca-file", "/s/ca.crt", "--registry-capacity-bytes", str(500 << 30),
         "--registry-usage", "d8-ai-models/ai-models-dmcr-usage", "--mount-from", "ai-models/catalog/cluster/bge/u1",
         "--mount-from", "ai-models/catalog/namespaced/ns/bge/u2",
+        "--namespace-quota-bytes", str(100 << 30), "--quota-namespace", "team-a",
     ]
     assert MINIMAL["gc"].argv() == ["gc", "--config", "/c.yml", "--grace", "172800", "--result-file", wc.RESULT_FILE]
 

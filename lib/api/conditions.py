@@ -81,14 +81,20 @@ def merge(
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp (as the API server writes them) or None."""
+    """An RFC 3339 timestamp (as the API server writes them) or None.
+
+    None too for one whose UTC form is outside years 1-9999 (``9999-12-31T23:59:59-14:00``):
+    it could be neither compared with nor formatted like the others.
+    """
     if not isinstance(value, str) or not value:
         return None
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        t = t if t.tzinfo else t.replace(tzinfo=UTC)
+        t.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return t
 
 
 def format_time(t: datetime) -> str:

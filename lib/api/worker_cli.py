@@ -86,6 +86,15 @@ def registry_capacity_bytes() -> Any:
                "(InsufficientStorage) before any byte moves; absent or 0: no check")
 
 
+def namespace_quota_bytes() -> Any:
+    return opt(None, parse=byte_count, help="the Model's namespace may hold this many bytes in DMCR "
+               "(with --quota-namespace; used per namespace from --registry-usage); absent or 0: no quota")
+
+
+def quota_namespace() -> Any:
+    return opt("", metavar="NAMESPACE", help="the Model's namespace, for --namespace-quota-bytes")
+
+
 def registry_usage() -> Any:
     return opt("", metavar="NAMESPACE/NAME",
                help="ConfigMap whose usedBytes is DMCR's usage (the sweep writes it)")
@@ -173,6 +182,8 @@ class Publish(WorkerCommand):
         help="a DMCR repository to mount a file's blob from instead of fetching it (its digest "
         "known up front); tried in order; repeatable",
     )
+    namespace_quota_bytes: int | None = namespace_quota_bytes()
+    quota_namespace: str = quota_namespace()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +209,8 @@ class UploadServer(WorkerCommand):
     registry_ca_file: str | None = registry_ca_file()
     registry_capacity_bytes: int | None = registry_capacity_bytes()
     registry_usage: str = registry_usage()
+    namespace_quota_bytes: int | None = namespace_quota_bytes()
+    quota_namespace: str = quota_namespace()
 
 
 @dataclass(frozen=True, kw_only=True)

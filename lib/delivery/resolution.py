@@ -54,10 +54,23 @@ class ModelRef:
     name: str
 
 
+# A blocked message names what the workload asked for, which the tenant wrote (up to the API
+# server's 256 KB of annotations): it is written back onto the workload, so it is bounded.
+MAX_BLOCKED_MESSAGE = 1024
+
+
+def bounded(text: str, limit: int = MAX_BLOCKED_MESSAGE) -> str:
+    """``text``, cut to ``limit`` characters (the last one an ellipsis) when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Blocked:
     reason: BlockReason
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", bounded(self.message))
 
     def encode(self) -> str:
         return compact({"reason": str(self.reason), "message": self.message})
@@ -234,6 +247,8 @@ def decode_resolution(value: str) -> list[ResolvedModel]:
         items = json.loads(value)
     except ValueError as e:
         raise ValueError(f"{ANNOTATION_RESOLUTION} is not JSON: {e}") from None
+    except RecursionError:  # nested thousands deep: whoever may edit the workload may write it
+        raise ValueError(f"{ANNOTATION_RESOLUTION} is not JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise ValueError(f"{ANNOTATION_RESOLUTION} must be a JSON list")
     out: list[ResolvedModel] = []
