@@ -13,38 +13,22 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pytest
 
 from devstack.hf_hub import HubStandIn
-from devstack.models import make_safetensors_file
 from devstack.stack import NAMESPACE, LocalModule
 from lib.api.naming import model_repository
 from tests.support.tcpproxy import TcpProxy
+from tests.test_blob_mounts import _model_files  # an LFS weights file and small git files
 
 pytestmark = pytest.mark.slow  # the whole module stack, three publishes
 API = "ai.deckhouse.io/v1alpha1"
 URL = "https://huggingface.co/acme/tiny-bert"
 FORK_URL = "https://huggingface.co/acme/tiny-bert-fork"  # the same bytes under another source
 NS_A, NS_B = "team-a", "team-b"
-
-
-def _model_files(tmp: Path) -> dict[str, bytes | Path]:
-    """An LFS weights file (sha256 known up front) and small git files (only a git blob id)."""
-    rng = np.random.default_rng(7)
-    weights = make_safetensors_file(tmp / "model.safetensors",
-                                    {"w": rng.standard_normal((512, 512)).astype(np.float32)})  # 1 MiB
-    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 512}
-    return {
-        "model.safetensors": weights,
-        "config.json": json.dumps(config).encode(),
-        "tokenizer.json": json.dumps({"model": {"vocab": {f"t{i}": i for i in range(2000)}}}).encode(),
-        "README.md": b"# tiny bert\n",
-    }
 
 
 def _obj(kind: str, name: str, url: str, namespace: str = "") -> dict[str, Any]:

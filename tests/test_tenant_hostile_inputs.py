@@ -43,6 +43,7 @@ from lib.api.naming import model_repository
 from lib.config import Config
 from tests.support import crd_validate
 from tests.support import hookreq as hr
+from tests.test_tenancy import workload  # a Deployment in team-b naming models
 
 Obj = dict[str, Any]
 
@@ -309,17 +310,6 @@ def test_job_condition_fields_of_the_wrong_type_are_read_as_text(http):
 
 
 # -- workloads: the pull Secret and the annotations ----------------------------------------
-
-
-def workload(annotations: dict[str, str]) -> Obj:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "app", "namespace": B, "uid": hr.uid_for("Deployment", B, "app"),
-                     "generation": 1, "annotations": annotations},
-        "spec": {"selector": {"matchLabels": {"app": "x"}},
-                 "template": {"metadata": {"labels": {"app": "x"}},
-                              "spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
-    }
 
 
 def ready_model(name: str = "mine") -> Obj:
