@@ -118,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
         client = registry_client(
             ref.registry, auth_file=args.auth_file, ca_file=args.ca_file, insecure=args.insecure_registry
         )
-        print(f"deleting {artifact['uri']}", file=sys.stderr, flush=True)
-        outcome = delete_artifact(client, ref.repository, ref.digest)
+        with client:
+            print(f"deleting {artifact['uri']}", file=sys.stderr, flush=True)
+            outcome = delete_artifact(client, ref.repository, ref.digest)
     except oci_errors.RegistryError as e:
         kind = type(e).__name__
         return fail(

@@ -28,6 +28,7 @@ window ends. Result: ``{"gc": {...counts...}}``; exit 0, or 2 with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -234,15 +235,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open(args.config) as f:
             storage = from_registry_config(yaml.safe_load(f) or {})
-        p = plan(storage, now=started, grace=args.grace)
-        counts: dict[str, Any] = {
-            "repositories": len(p.repos),
-            "manifests": len({d for r in p.repos.values() for d in r.revisions}),
-            "blobs": len(p.blobs), "unreferenced": len(p.dead), "keptByGrace": p.young,
-            "repositoriesUnused": len(p.drop_repos), "dryRun": bool(args.dry_run),
-        }
-        if not args.dry_run:
-            counts |= sweep(storage, p, in_time=lambda: time.monotonic() - clock < budget)
+        with contextlib.closing(storage):
+            p = plan(storage, now=started, grace=args.grace)
+            counts: dict[str, Any] = {
+                "repositories": len(p.repos),
+                "manifests": len({d for r in p.repos.values() for d in r.revisions}),
+                "blobs": len(p.blobs), "unreferenced": len(p.dead), "keptByGrace": p.young,
+                "repositoriesUnused": len(p.drop_repos), "dryRun": bool(args.dry_run),
+            }
+            if not args.dry_run:
+                counts |= sweep(storage, p, in_time=lambda: time.monotonic() - clock < budget)
     except (OSError, ValueError) as e:
         return fail(rf, "GarbageCollectionFailed", str(e)[:1000])
     counts["seconds"] = round(time.monotonic() - clock, 3)

@@ -40,6 +40,7 @@ class Storage(Protocol):
     def read(self, path: str, limit: int) -> bytes | None: ...
     def write(self, path: str, data: bytes) -> None: ...
     def delete(self, paths: Sequence[str]) -> None: ...
+    def close(self) -> None: ...
 
 
 class FilesystemStorage:
@@ -92,6 +93,9 @@ class FilesystemStorage:
                 except OSError:  # not empty (or gone): stop climbing
                     break
                 d = d.parent
+
+    def close(self) -> None:
+        """Nothing to release (the protocol's ``close`` is for S3's connections)."""
 
 
 def _sha256(data: bytes) -> str:
@@ -160,9 +164,15 @@ class S3Storage:
         else:
             self.base, self.bucket_path = f"{scheme}://{bucket}.s3.{region}.amazonaws.com", ""
         self.host = self.base.split("://", 1)[1]
+        self._owns_session = session is None
         self.session = session or requests.Session()
         self.verify: str | bool = ca_file or True
         self.timeout = timeout
+
+    def close(self) -> None:
+        """Close the pooled connections of the session this storage created (a given one is the caller's)."""
+        if self._owns_session:
+            self.session.close()
 
     def _request(
         self, method: str, key: str | None, query: Mapping[str, str] | None = None, body: bytes = b"",

@@ -70,7 +70,8 @@ def _run(args: argparse.Namespace) -> tuple[int, str]:
             insecure=bool(getattr(args, "insecure_registry", False)),
         )
         started = time.monotonic()
-        summary = materialize(client, ref.repository, ref.digest, Path(args.into))
+        with client:
+            summary = materialize(client, ref.repository, ref.digest, Path(args.into))
     except MaterializeError as e:
         _stderr(str(e))
         return 1, f"{args.artifact}: {e}"

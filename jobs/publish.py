@@ -42,25 +42,27 @@ def run(args: argparse.Namespace) -> int:
             ca_file=args.registry_ca_file,
             insecure=args.insecure_registry,
         )
-        print(f"publishing {args.source} to {dest.registry}/{dest.repository}", file=sys.stderr, flush=True)
-        options = SourceOptions(
-            auth_file=args.auth_file, ca_file=args.ca_file, insecure=args.insecure_source, env=os.environ
-        )
-        opened = sources.open_source(args.source, options)
-        if isinstance(opened, ArtifactCopy):
-            # A catalog import copies a ModelPack artifact as it is (same digest).
-            from lib.catalog_import import import_artifact
+        with client:  # its pooled connections to DMCR are closed on every way out
+            where = f"{dest.registry}/{dest.repository}"
+            print(f"publishing {args.source} to {where}", file=sys.stderr, flush=True)
+            options = SourceOptions(
+                auth_file=args.auth_file, ca_file=args.ca_file, insecure=args.insecure_source, env=os.environ
+            )
+            opened = sources.open_source(args.source, options)
+            if isinstance(opened, ArtifactCopy):
+                # A catalog import copies a ModelPack artifact as it is (same digest).
+                from lib.catalog_import import import_artifact
 
-            result = import_artifact(
-                opened.reference, dest, client,
-                auth_file=options.auth_file, ca_file=options.ca_file, progress=progress,
-                insecure=options.insecure, admit=admit,
-            )
-        else:
-            result = publish(
-                opened, dest, client, progress=progress, name=args.model_name, admit=admit,
-                mount_from=getattr(args, "mount_from", None) or (),
-            )
+                result = import_artifact(
+                    opened.reference, dest, client,
+                    auth_file=options.auth_file, ca_file=options.ca_file, progress=progress,
+                    insecure=options.insecure, admit=admit,
+                )
+            else:
+                result = publish(
+                    opened, dest, client, progress=progress, name=args.model_name, admit=admit,
+                    mount_from=getattr(args, "mount_from", None) or (),
+                )
         progress.emit()
         return finish(rf, dict(result))
     except SourceError as e:
