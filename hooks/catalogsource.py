@@ -37,7 +37,7 @@ from hooks import worker_jobs as wj
 from hooks.catalog_imports import LABEL_SOURCE_UID, auth_secret_name, ca_secret_name
 from hooks.catalogsource_parent import DEFAULT_REFRESH, Source, decode_ca, parse_source, probe_job_name
 from hooks.errors import HookInputError
-from hooks.model_status import JOB, SECRET, by_name, clip, objects, request_time
+from hooks.model_status import JOB, SECRET, at, by_name, clip, objects, request_time, valid_reason
 from hooks.worker_jobs import (
     RESULT_FILE,
     SOURCE_CA_DIR,
@@ -177,8 +177,8 @@ def probe_outcome(job: Obj | None) -> ProbeOutcome:
         return ProbeOutcome(True, result=doc, finished_at=at)
     if doc is not None and isinstance(doc.get("error"), dict):
         err = doc["error"]
-        reason = str(err.get("reason") or Reason.CATALOG_SOURCE_NOT_READY)
-        return ProbeOutcome(True, error=(reason, clip(str(err.get("message")))), finished_at=at)
+        reason = valid_reason(err.get("reason"), Reason.CATALOG_SOURCE_NOT_READY)
+        return ProbeOutcome(True, error=(reason, clip(str(err.get("message") or ""))), finished_at=at)
     if state.failed or unreadable:
         md = (job or {}).get("metadata") or {}
         why = wj.failed_without_result(
@@ -307,15 +307,15 @@ def _auth_data(src: Source, related: Obj) -> tuple[str, str | None]:
 
 def _selects(model: Obj, src: Source, ready: bool) -> bool:
     """Whether a catalog Model (not Ready yet) may import from this source."""
-    status = model.get("status") or {}
-    if status.get("phase") == Phase.READY or (model.get("metadata") or {}).get("deletionTimestamp"):
+    status = at(model, "status")
+    if status.get("phase") == Phase.READY or at(model, "metadata").get("deletionTimestamp"):
         return False
-    cat = ((model.get("spec") or {}).get("source") or {}).get("catalog")
-    if not isinstance(cat, dict):
+    cat = at(model, "spec", "source", "catalog")
+    if not cat:
         return False
-    frozen = ((status.get("source") or {}).get("catalog") or {}).get("sourceName")
-    chosen = frozen or cat.get("sourceName")
-    return chosen == src.name if chosen else ready
+    frozen = at(status, "source", "catalog").get("sourceName")
+    chosen = frozen if isinstance(frozen, str) and frozen else cat.get("sourceName")
+    return chosen == src.name if isinstance(chosen, str) and chosen else ready
 
 
 def _wanted(related: Obj, src: Source, ready: bool) -> tuple[str, ...]:
@@ -323,7 +323,7 @@ def _wanted(related: Obj, src: Source, ready: bool) -> tuple[str, ...]:
     names = set()
     for m in objects(related, MODEL) + objects(related, CLUSTER_MODEL):
         if _selects(m, src, ready):
-            name = (((m.get("spec") or {}).get("source") or {}).get("catalog") or {}).get("name")
+            name = at(m, "spec", "source", "catalog").get("name")
             if isinstance(name, str) and catalog.NAME_RE.match(name):
                 names.add(name)
     return tuple(sorted(names))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks import catalogsource as cs
-from hooks.model_status import CATALOG_SOURCE, objects
+from hooks.model_status import CATALOG_SOURCE, at, objects
 from lib import catalog
 from lib.api import conditions as cond
 from lib.api.types import ConditionType, Phase, Reason
@@ -104,7 +104,7 @@ def _child_namespace(parent: Obj, config: Config) -> str:
 
 
 def _frozen(parent: Obj) -> CatalogFrozen | None:
-    f = (((parent.get("status") or {}).get("source") or {}).get("catalog")) or {}
+    f = at(parent, "status", "source", "catalog")
     keys = ("sourceName", "catalogRevision", "remoteDigest", "reference")
     if isinstance(f, dict) and all(isinstance(f.get(k), str) and f.get(k) for k in keys):
         return CatalogFrozen(**{k: f[k] for k in keys})
@@ -113,8 +113,8 @@ def _frozen(parent: Obj) -> CatalogFrozen | None:
 
 def plan(parent: dict[str, Any], related: dict[str, Any], config: Config) -> CatalogPlan:
     """Decide the catalog import for ``parent`` from the related ModelCatalogSources."""
-    spec_cat = ((parent.get("spec") or {}).get("source") or {}).get("catalog") or {}
-    name = spec_cat.get("name") if isinstance(spec_cat, dict) else None
+    spec_cat = at(parent, "spec", "source", "catalog")
+    name = spec_cat.get("name")
     if not isinstance(name, str) or not name:
         return CatalogPlan(
             error=PlanError(Reason.CATALOG_MODEL_NOT_FOUND, "spec.source.catalog.name is empty", Phase.FAILED)

@@ -68,6 +68,19 @@ _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]{0,126}[A-Za-z0-9_])?$")
 MAX_MESSAGE = 1024
 
 
+def valid_reason(reason: Any, default: str) -> str:
+    """``reason`` if it fits the CRD's condition-reason pattern, else ``default``: never echo junk."""
+    return reason if isinstance(reason, str) and _REASON.match(reason) else default
+
+
+def at(obj: Any, *keys: str) -> Obj:
+    """The mapping at ``keys``, ``{}`` where a level is absent or not a mapping: an object's
+    shape is the API server's promise (or a tenant's word), never a reason for a 500."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, Mapping) else None
+    return obj if isinstance(obj, dict) else {}
+
+
 def objects(group: Mapping[str, Any] | None, kind_key: str) -> list[Obj]:
     """The objects of one ``Kind.apiVersion`` key of a children/related map, in key order."""
     items = (group or {}).get(kind_key) or {}
@@ -127,9 +140,7 @@ def outcome(job: Obj | None, destination: str) -> Outcome:
     elif doc is not None:
         art, err = doc.get("artifact"), doc.get("error")
         if isinstance(err, dict):
-            reason = str(err.get("reason") or "")
-            if not _REASON.match(reason):  # the CRD's reason pattern; never echo junk
-                reason = Reason.PUBLICATION_FAILED
+            reason = valid_reason(err.get("reason"), Reason.PUBLICATION_FAILED)
             error = (reason, clip(str(err.get("message") or "")))
         elif isinstance(art, dict) and isinstance(art.get("digest"), str) and art["digest"]:
             problem = artifact_problem(art, destination)

@@ -47,9 +47,11 @@ def finish(result_file: str, result: dict[str, Any]) -> int:
     if job is not None:
         if isinstance(result.get("artifact"), dict) and not result.get("error"):
             result = {**result, "stats": events.stats(result, job.elapsed())}
-        job.report_result(results.encode(result))
+        # The Event first: the result makes the object Ready, and `kubectl describe` read right
+        # after must already tell how it got there.
         reason, note, warning = events.finished(job.command, result)
         job.event(reason, note, warning=warning)
+        job.report_result(results.encode(result))
     results.write(result_file, result)
     print(json.dumps(result, sort_keys=True), flush=True)
     err = result.get("error")

@@ -266,6 +266,16 @@ def test_probe_errors_become_failed_with_the_probe_reason(reason):
     assert "ai-catalog-probe-dmz-5" in jobs(a)
 
 
+@pytest.mark.parametrize("reason", ["not a reason!", "x" * 200, 42, ["CatalogAuthFailed"], None])
+def test_a_probe_reason_outside_the_crd_pattern_becomes_not_ready(reason):
+    """A reason the CRD's condition pattern refuses would make the status write fail: replaced."""
+    parent = source(status=ready_status(attempt=4))
+    job4 = cs.probe_job(cs.parse_source(parent), CFG, attempt=4, delay=600, inputs="x", auth=True, ca=True)
+    obs = finished(job4, {"error": {"reason": reason, "message": None}}, exit_code=1, at="2026-01-01T01:00:00Z")
+    a = src_sync(parent, [obs], [pull_secret()])  # check() validates the status against the CRD
+    assert a["status"]["phase"] == "Failed" and ready_cond(a)["reason"] == "CatalogSourceNotReady"
+
+
 def test_probe_job_failed_without_result_is_worker_failed():
     parent = source(status=ready_status(attempt=2))
     job2 = cs.probe_job(cs.parse_source(parent), CFG, attempt=2, delay=600, inputs="x", auth=True, ca=True)

@@ -131,16 +131,19 @@ def test_finish_reports_the_result_before_the_process_exits(tmp_path, monkeypatc
     seen: list[bytes] = []
 
     events: list[tuple[str, str, bool]] = []
+    order: list[str] = []
 
     class Fake:
         command = "publish"
 
         def report_result(self, data: bytes) -> bool:
             seen.append(data)
+            order.append("result")
             return True
 
         def event(self, reason: str, note: str, *, warning: bool = False) -> None:
             events.append((reason, note, warning))
+            order.append("event")
 
         def elapsed(self) -> float:
             return 2.0
@@ -151,6 +154,9 @@ def test_finish_reports_the_result_before_the_process_exits(tmp_path, monkeypatc
     assert json.loads(seen[0]) == {"error": {"reason": "SourceUnavailable", "message": "503"}}
     assert (tmp_path / "result").read_bytes() == seen[0]  # the same document in the termination message
     assert events == [("SourceUnavailable", "503", True)]  # a Warning Event with the result's reason
+    # The Event before the result: the result makes the object Ready or Failed, and whoever
+    # reads Events then (kubectl describe, tests/test_e2e_mounts.py) must find it.
+    assert order == ["event", "result"]
 
 
 def test_event_notes_never_carry_credentials_from_a_source_url():

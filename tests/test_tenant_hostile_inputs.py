@@ -476,3 +476,25 @@ def test_an_auth_secret_whose_data_is_not_a_map_is_not_a_500(http, data):
     secret["data"] = data
     answer = post(http, "/hooks/model/sync", hr.sync_request(parent, [], [secret], related_types=("Secret.v1",)))
     assert answer["status"]["phase"] == "Failed" and "has none of the keys" in ready_message(answer)
+
+
+@pytest.mark.parametrize("shape", [
+    {"status": {"source": {"catalog": "dmz"}}},
+    {"status": {"source": {"catalog": ["dmz"]}}},
+    {"status": {"source": {"catalog": {"sourceName": 7}}}},
+    {"spec": {"source": {"catalog": "qwen3-8b"}}},
+    {"spec": {"source": {"catalog": {"name": "qwen3-8b", "sourceName": ["dmz"]}}}},
+])
+def test_related_models_of_any_shape_never_500_the_catalog_source_hook(http, shape):
+    """After a truncated listing the source reads every related Model for the names they ask for;
+    a Model whose status.source.catalog was not an object raised AttributeError there (a 500 that
+    stalls the catalog for every tenant)."""
+    from tests.test_catalog_hooks import SOURCE_CHILDREN, SOURCE_RELATED, pull_secret, ready_status, source
+
+    status = ready_status(attempt=2)
+    status["conditions"][0]["reason"] = "CatalogListTruncated"
+    model = {**hr.model("qwen", B, source={"catalog": {"name": "qwen3-8b"}}), **shape}
+    req = hr.sync_request(source(status=status), [], [pull_secret(), model], child_types=SOURCE_CHILDREN,
+                          related_types=SOURCE_RELATED)
+    code, doc = call(http, "/hooks/modelcatalogsource/sync", req)
+    assert code == 200 or (code == 400 and "related/" in doc["error"]), doc  # answered, or refused by name
