@@ -59,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
                     insecure=options.insecure, admit=admit,
                 )
             else:
-                result = publish(
-                    opened, dest, client, progress=progress, name=args.model_name, admit=admit,
-                    mount_from=getattr(args, "mount_from", None) or (),
-                )
+                try:
+                    result = publish(
+                        opened, dest, client, progress=progress, name=args.model_name, admit=admit,
+                        mount_from=getattr(args, "mount_from", None) or (),
+                    )
+                finally:
+                    opened.close()  # the source's connections too, on every way out
         progress.emit()
         return finish(rf, dict(result))
     except SourceError as e:

@@ -94,3 +94,41 @@ def test_gc_closes_its_storage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     code = main(["gc", "--config", str(config), "--window", "", "--dry-run", "--result-file", str(result)])
     assert code == 0, result.read_text()
     assert len(closed) == 1
+
+
+def test_publish_closes_its_source_when_the_registry_is_unreachable(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path):
+    """The Hub source's session (its pooled sockets to the Hub) is closed when the publish is over,
+    not when the process exits: the upload server and the tests run many publishes in one process."""
+    from devstack.hf_hub import HubStandIn
+    from lib.sources.huggingface import HuggingFaceSource
+
+    closed_sources: list[HuggingFaceSource] = []
+    real = HuggingFaceSource.close
+
+    def close(self: HuggingFaceSource) -> None:
+        closed_sources.append(self)
+        real(self)
+
+    monkeypatch.setattr(HuggingFaceSource, "close", close)
+    with HubStandIn() as hub:
+        hub.add_repo("acme/tiny", {"config.json": b"{}", "model.safetensors": b"x" * 64})
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        argv = Publish(
+            source="https://huggingface.co/acme/tiny",
+            destination=f"127.0.0.1:1/closing/{uuid.uuid4().hex[:12]}",
+            model_name="x", insecure_registry=True, result_file=str(tmp_path / "result.json"),
+        ).argv()
+        assert main(argv) != 0
+    assert "error" in json.loads((tmp_path / "result.json").read_text())
+    assert len(closed_sources) == 1
+
+
+def test_a_snapshot_releases_its_source_once():
+    from lib.sources.base import SourceSnapshot
+
+    calls: list[str] = []
+    snap = SourceSnapshot(resolved_type="HuggingFace", files=[], release=lambda: calls.append("release"))
+    snap.close()
+    snap.close()
+    assert calls == ["release"]

@@ -83,10 +83,21 @@ class SourceSnapshot:
     source_url: str = ""  # canonical URL of a remote source; "" for local files and uploads
     created: str = ""  # RFC 3339 date the source gives the snapshot (HF commit date)
     stream: FileStream | None = None
+    # Releases what the source holds open for its files (an HTTP session's sockets); the
+    # files' openers use it, so it runs only when the publish is over (``close``).
+    release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.stream is not None and self.files:
             raise ValueError("a snapshot has either a file list or a stream, not both")
+
+    def close(self) -> None:
+        """Release the stream and the source's connections; safe to call twice."""
+        if self.stream is not None:
+            self.stream.close()
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
     @property
     def streaming(self) -> bool:

@@ -416,4 +416,10 @@ def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
     """The registry's adapter: a Hub URL, the token file in ``--auth-file``, ``HF_ENDPOINT`` for mirrors."""
     token = read_hf_token(options.auth_file) if options.auth_file else None
     hub = HuggingFaceSource(parse_source_url(source), token=token, endpoint=options.env.get("HF_ENDPOINT"))
-    return hub.snapshot()
+    try:
+        snap = hub.snapshot()
+    except BaseException:
+        hub.close()
+        raise
+    snap.release = hub.close
+    return snap

@@ -297,4 +297,10 @@ def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
     library = OllamaSource(
         parse_source_url(source), registry=options.env.get("OLLAMA_REGISTRY"), ca_file=options.ca_file
     )
-    return library.snapshot()
+    try:
+        snap = library.snapshot()
+    except BaseException:
+        library.close()
+        raise
+    snap.release = library.close
+    return snap

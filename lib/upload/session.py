@@ -297,8 +297,7 @@ class Session:
                 traceback.print_exc()
             up.outcome = outcome_for(e, self.registry_reason)
         finally:
-            if snap.stream is not None:
-                snap.stream.close()
+            snap.close()
             up.feed.consumer_finished()
             up.done.set()
 
