@@ -295,6 +295,8 @@ class Held:
     kind: str  # idle | tls-idle | partial-head | slow-body
     opened: float
     closed: float | None = None
+    # The trickler writes while the test reads: an SSL object is not safe to use from two threads.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _open_slow(lst: Listener, n: int) -> list[Held]:
@@ -310,6 +312,10 @@ def _open_slow(lst: Listener, n: int) -> list[Held]:
         except OSError:
             handshakes = False
             sock = _connect(lst, handshake=False)
+        if lst.tls and not isinstance(sock, ssl.SSLSocket) and kind != "idle":
+            # Plain bytes to a TLS listener are a failed handshake, which it may drop at once:
+            # without a handshake this connection is an idle one (it sends nothing).
+            kind = "idle"
         try:
             if kind == "partial-head":
                 sock.sendall(f"POST {_route(lst)} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode())
@@ -329,26 +335,26 @@ def _trickle(held: list[Held], stop: threading.Event) -> None:
             return
         for h in held:
             if h.kind in ("partial-head", "slow-body") and h.closed is None:
-                try:
-                    h.sock.sendall(b"a" if h.kind == "partial-head" else b" ")
-                except OSError:
-                    pass
+                with h.lock:
+                    try:
+                        h.sock.sendall(b"a" if h.kind == "partial-head" else b" ")
+                    except OSError:
+                        pass
 
 
 def _closed_by_server(h: Held) -> bool:
     """Whether the server has closed (EOF or reset) the connection; answers are read and dropped."""
-    h.sock.setblocking(False)
-    try:
-        while True:
-            data = h.sock.recv(65536)
-            if not data:
-                return True
-    except ssl.SSLWantReadError:
-        return False
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+    with h.lock:
+        h.sock.settimeout(0.01)  # never a blocked trickler (sendall waits for the socket's timeout)
+        try:
+            while True:
+                data = h.sock.recv(65536)
+                if not data:
+                    return True
+        except (ssl.SSLWantReadError, BlockingIOError, TimeoutError):
+            return False
+        except OSError:
+            return True
 
 
 def _wait_closed(held: list[Held], until: float) -> None:
