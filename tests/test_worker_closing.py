@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -23,18 +24,23 @@ from lib.oci.client import RegistryClient
 MISSING = "sha256:" + "cd" * 32
 
 
-@pytest.fixture
-def closed(monkeypatch: pytest.MonkeyPatch) -> list[RegistryClient]:
-    """Every RegistryClient closed during the test."""
-    seen: list[RegistryClient] = []
-    real = RegistryClient.close
+def spy_close(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[Any]:
+    """Every instance of ``cls`` closed during the test, in order."""
+    seen: list[Any] = []
+    real = cls.close
 
-    def close(self: RegistryClient) -> None:
+    def close(self: Any) -> None:
         seen.append(self)
         real(self)
 
-    monkeypatch.setattr(RegistryClient, "close", close)
+    monkeypatch.setattr(cls, "close", close)
     return seen
+
+
+@pytest.fixture
+def closed(monkeypatch: pytest.MonkeyPatch) -> list[RegistryClient]:
+    """Every RegistryClient closed during the test."""
+    return spy_close(monkeypatch, RegistryClient)
 
 
 def test_publish_closes_its_client_when_the_source_is_refused(closed, tmp_path: Path):
@@ -103,14 +109,7 @@ def test_publish_closes_its_source_when_the_registry_is_unreachable(monkeypatch:
     from devstack.hf_hub import HubStandIn
     from lib.sources.huggingface import HuggingFaceSource
 
-    closed_sources: list[HuggingFaceSource] = []
-    real = HuggingFaceSource.close
-
-    def close(self: HuggingFaceSource) -> None:
-        closed_sources.append(self)
-        real(self)
-
-    monkeypatch.setattr(HuggingFaceSource, "close", close)
+    closed_sources = spy_close(monkeypatch, HuggingFaceSource)
     with HubStandIn() as hub:
         hub.add_repo("acme/tiny", {"config.json": b"{}", "model.safetensors": b"x" * 64})
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
@@ -132,3 +131,22 @@ def test_a_snapshot_releases_its_source_once():
     snap.close()
     snap.close()
     assert calls == ["release"]
+
+
+def test_a_source_whose_snapshot_fails_is_closed_at_once():
+    from lib.errors import SourceError
+    from lib.sources.base import SourceSnapshot, owned_snapshot
+
+    class Refused:
+        closed = 0
+
+        def snapshot(self) -> SourceSnapshot:
+            raise SourceError("SourceUnavailable", "503")
+
+        def close(self) -> None:
+            self.closed += 1
+
+    src = Refused()
+    with pytest.raises(SourceError):
+        owned_snapshot(src)
+    assert src.closed == 1

@@ -107,3 +107,18 @@ class SourceSnapshot:
 
 class Source(Protocol):
     def snapshot(self) -> SourceSnapshot: ...
+
+
+class ClosableSource(Source, Protocol):
+    def close(self) -> None: ...
+
+
+def owned_snapshot(source: ClosableSource) -> SourceSnapshot:
+    """``source``'s snapshot, which closes the source when it is closed (or at once if it fails)."""
+    try:
+        snap = source.snapshot()
+    except BaseException:
+        source.close()
+        raise
+    snap.release = source.close
+    return snap

@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 from lib.api.types import Reason
 from lib.sources.adapter import SourceOptions
-from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
+from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot, owned_snapshot
 from lib.sources.http import (
     READ_AHEAD,
     ContentMismatch,
@@ -416,10 +416,4 @@ def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
     """The registry's adapter: a Hub URL, the token file in ``--auth-file``, ``HF_ENDPOINT`` for mirrors."""
     token = read_hf_token(options.auth_file) if options.auth_file else None
     hub = HuggingFaceSource(parse_source_url(source), token=token, endpoint=options.env.get("HF_ENDPOINT"))
-    try:
-        snap = hub.snapshot()
-    except BaseException:
-        hub.close()
-        raise
-    snap.release = hub.close
-    return snap
+    return owned_snapshot(hub)

@@ -58,7 +58,7 @@ from lib.oci.errors import (
 from lib.oci.manifests import IMAGE_MANIFESTS, parse_image_manifest
 from lib.retry import Attempts, RetryPolicy
 from lib.sources.adapter import SourceOptions
-from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot
+from lib.sources.base import Opener, SourceError, SourceFile, SourceSnapshot, owned_snapshot
 from lib.sources.http import READ_AHEAD, ReadAhead
 from lib.sources.urls import ParsedSource, parse_source_url
 
@@ -297,10 +297,4 @@ def open_source(source: str, options: SourceOptions) -> SourceSnapshot:
     library = OllamaSource(
         parse_source_url(source), registry=options.env.get("OLLAMA_REGISTRY"), ca_file=options.ca_file
     )
-    try:
-        snap = library.snapshot()
-    except BaseException:
-        library.close()
-        raise
-    snap.release = library.close
-    return snap
+    return owned_snapshot(library)
