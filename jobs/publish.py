@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(on_percent=reporter())
     capacity = capacity_from_args(args)
     admit = capacity.admit if capacity is not None else None
+    # The quota once more at the commit point: a concurrent publish may have finished meanwhile.
+    commit_check = capacity.admit_quota if capacity is not None and capacity.quota_active else None
     try:
         client = registry_client(
             dest.registry,
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     result = publish(
                         opened, dest, client, progress=progress, name=args.model_name, admit=admit,
-                        mount_from=getattr(args, "mount_from", None) or (),
+                        mount_from=getattr(args, "mount_from", None) or (), commit_check=commit_check,
                     )
                 finally:
                     opened.close()  # the source's connections too, on every way out

@@ -22,6 +22,7 @@ from jobs.capacity import from_args as capacity_from_args
 from jobs.common import fail, finish, registry_client, registry_reason
 from jobs.own_job import reporter
 from lib.api.types import Reason, WorkerResult
+from lib.capacity import Capacity
 from lib.oci import errors as oci_errors
 from lib.oci.client import RegistryClient
 from lib.oci.reference import Reference
@@ -83,7 +84,7 @@ def _config(args: argparse.Namespace) -> SessionConfig:
     )
 
 
-def _publisher(args: argparse.Namespace, dest: Reference) -> Publisher:
+def _publisher(args: argparse.Namespace, dest: Reference, capacity: Capacity | None) -> Publisher:
     try:
         client: RegistryClient = registry_client(
             dest.registry,
@@ -100,8 +101,12 @@ def _publisher(args: argparse.Namespace, dest: Reference) -> Publisher:
         job = own_job.current()
         if job is not None:  # kubectl describe: the upload is arriving (each attempt of a session)
             job.event("UploadReceiving", f"an upload arrived; publishing it to {dest}")
-        return publish(snapshot, dest, client, name=getattr(args, "model_name", "") or "")
+        return publish(snapshot, dest, client, name=getattr(args, "model_name", "") or "",
+                       commit_check=commit_check)
 
+    # The namespace quota once more at the commit point: a streamed upload's size is known only
+    # then, and a concurrent publish may have finished meanwhile.
+    commit_check = capacity.admit_quota if capacity is not None and capacity.quota_active else None
     return publisher
 
 
@@ -120,7 +125,7 @@ def run_session(args: argparse.Namespace, *, stop: threading.Event | None = None
         config = _config(args)
         session = Session(
             config,
-            _publisher(args, dest),
+            _publisher(args, dest, config.capacity),
             on_percent=reporter(),
             registry_reason=lambda e: registry_reason(e, destination=True),
         )

@@ -199,6 +199,15 @@ class Capacity:
         if message is not None:
             raise InsufficientCapacity(message)
 
+    def admit_quota(self, needed: int) -> None:
+        """The namespace quota alone, read again: run just before the manifest is tagged, it
+        refuses a publish that a concurrent one (checked at the same moment, finished first)
+        pushed over the quota, and one whose size was unknown up front (a stream)."""
+        if self.quota_active:
+            message = quota_refusal(needed, self.namespace_quota, self.namespace, self.read_namespace_usage())
+            if message is not None:
+                raise InsufficientCapacity(message)
+
 
 def artifact_size(obj: Mapping[str, Any]) -> int:
     """``status.artifact.sizeBytes`` of a Model or ClusterModel, 0 when it has none."""

@@ -246,6 +246,7 @@ def publish(
     name: str = "",
     admit: Callable[[int], None] | None = None,
     mount_from: Sequence[str] = (),
+    commit_check: Callable[[int], None] | None = None,
 ) -> WorkerResult:
     """Publish every file of ``snapshot`` and return the worker result.
 
@@ -254,6 +255,8 @@ def publish(
     gets the bytes of the files to publish, when the list is known, before the
     first one moves; it raises to refuse them (``lib.capacity``). ``mount_from``:
     repositories to mount known blobs from instead of fetching them (lib/blob_mounts.py).
+    ``commit_check`` gets the artifact's size just before the manifest is tagged; it raises
+    to refuse the publish, which then leaves nothing tagged (the blobs go to GC).
     """
     repo = destination.repository
     mounts = BlobMounts.of(client, repo, mount_from)
@@ -291,8 +294,10 @@ def publish(
         layers,
         {},
     )
-    digest = client.put_manifest(repo, TAG, manifest, modelpack.MANIFEST_MEDIA_TYPE)
     size = config_desc.size + sum(layer["size"] for layer in layers)
+    if commit_check is not None:
+        commit_check(size)
+    digest = client.put_manifest(repo, TAG, manifest, modelpack.MANIFEST_MEDIA_TYPE)
     source: dict[str, str] = {"resolvedType": snapshot.resolved_type}
     if snapshot.revision:
         source["resolvedRevision"] = snapshot.revision

@@ -32,6 +32,7 @@ from lib.api import worker_cli as wc
 from lib.api.types import Reason
 from lib.capacity import Capacity, InsufficientCapacity, Usage, quota_refusal, read_namespace_usage
 from lib.config import Config, ConfigError
+from lib.oci.errors import NotFound
 from lib.oci.reference import Reference
 from lib.publish import publish
 from lib.sources.adapter import SourceOptions
@@ -243,6 +244,54 @@ def test_publish_over_the_namespace_quota_writes_nothing(registry: RegistryServe
     assert result["artifact"]["digest"] and client.writes[-1] == "manifest"
 
 
+def test_a_publish_that_a_concurrent_one_pushed_over_the_quota_is_not_tagged(
+        registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both checked when the namespace was empty; the other finished first: this one's commit-time
+    check reads the namespace again and refuses before the manifest, so nothing is tagged."""
+    monkeypatch.setenv("AI_MODELS_CACHE_DIR", str(tmp_path / "digests"))
+    gguf = make_gguf(tmp_path / "model" / "model.gguf", tensor_elems=1 << 14)
+    size = gguf.stat().st_size
+    dest = Reference.parse(f"{registry.host}/quota/race-{uuid.uuid4().hex[:8]}")
+    listings = iter([[], [_model("other", size)]])  # at the start; at the commit (the other is Ready)
+    args = SimpleNamespace(registry_capacity_bytes=None, registry_usage="", destination=str(dest),
+                           namespace_quota_bytes=2 * size - 1, quota_namespace="team-a")
+    cap = job_capacity.from_args(args, models=lambda ns: next(listings))  # type: ignore[arg-type]
+    assert cap is not None
+    client = CountingClient(registry.host, insecure=True)
+    client.writes = []
+    with pytest.raises(InsufficientCapacity, match="namespace team-a cannot hold"):
+        publish(open_local(str(gguf.parent), SourceOptions()), dest, client, admit=cap.admit,
+                commit_check=cap.admit_quota)
+    assert "blob" in client.writes and "manifest" not in client.writes  # pushed, never tagged
+    with pytest.raises(NotFound):
+        client.get_manifest(dest.repository, "latest")
+
+
+def test_the_publish_command_checks_the_quota_again_at_the_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publish command passes the quota (not the capacity: those bytes are on disk already)
+    as the commit check; without a quota there is none."""
+    from jobs import publish as publish_job
+
+    seen: dict[str, object] = {}
+
+    def fake_publish(*a: object, **kw: object) -> dict:
+        seen.update(kw)
+        raise InsufficientCapacity("stop here")
+
+    monkeypatch.setattr(publish_job, "publish", fake_publish)
+    monkeypatch.setattr(publish_job.sources, "open_source", lambda s, o: SimpleNamespace(close=lambda: None))
+    for quota, expected in ((MiB, "admit_quota"), (0, None)):
+        seen.clear()
+        argv = wc.Publish(source="/nowhere", destination=f"{REG}/ai-models/x", model_name="x",
+                          insecure_registry=True, result_file="/dev/null").argv()
+        if quota:
+            argv += ["--namespace-quota-bytes", str(quota), "--quota-namespace", "team-a"]
+        from jobs.cli import main
+        assert main(argv) != 0
+        check = seen["commit_check"]
+        assert (getattr(check, "__name__", None) if check else None) == expected, check
+
+
 @pytest.fixture
 def quota_upload(registry: RegistryServer, tmp_path: Path) -> Iterator[SimpleNamespace]:
     """An upload session with a 1 MiB namespace quota and no capacity (usage unknown here: 0)."""
@@ -254,7 +303,7 @@ def quota_upload(registry: RegistryServer, tmp_path: Path) -> Iterator[SimpleNam
             "--result-file", str(tmp_path / "result.json"), "--scratch-dir", str(tmp_path / "scratch"),
             "--registry-usage", USAGE_REF, "--namespace-quota-bytes", str(MiB), "--quota-namespace", "team-a"]
     t, stop, rc = serve_in_thread(argv, port)
-    yield SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}/upload", thread=t, rc=rc)
+    yield SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}/upload", thread=t, rc=rc, repo=repo)
     stop.set()
     t.join(30)
 
@@ -273,3 +322,20 @@ def test_an_upload_over_the_namespace_quota_is_507_from_its_headers(quota_upload
     quota_upload.thread.join(30)
     assert quota_upload.rc["rc"] == 0
     assert json.loads((tmp_path / "result.json").read_text())["artifact"]["digest"]
+
+
+def test_a_chunked_upload_over_the_namespace_quota_is_507_and_not_tagged(quota_upload: SimpleNamespace,
+                                                                        registry: RegistryServer,
+                                                                        tmp_path: Path) -> None:
+    """No declared total, so nothing to check up front: the commit-time check refuses it."""
+    gguf = make_gguf(tmp_path / "big.gguf", tensor_elems=1 << 19)  # 2 MiB of float32: over 1 MiB
+    data = gguf.read_bytes()
+    assert len(data) > MiB
+    chunks = (data[i:i + 256 * 1024] for i in range(0, len(data), 256 * 1024))  # Transfer-Encoding: chunked
+    r = requests.put(quota_upload.url, data=chunks, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["reason"] == "InsufficientStorage"
+    assert "namespace team-a cannot hold" in r.json()["error"]["message"]
+    client = CountingClient(registry.host, insecure=True)
+    with client, pytest.raises(NotFound):
+        client.get_manifest(quota_upload.repo, "latest")
