@@ -106,7 +106,7 @@ def _child_namespace(parent: Obj, config: Config) -> str:
 def _frozen(parent: Obj) -> CatalogFrozen | None:
     f = at(parent, "status", "source", "catalog")
     keys = ("sourceName", "catalogRevision", "remoteDigest", "reference")
-    if isinstance(f, dict) and all(isinstance(f.get(k), str) and f.get(k) for k in keys):
+    if all(isinstance(f.get(k), str) and f.get(k) for k in keys):
         return CatalogFrozen(**{k: f[k] for k in keys})
     return None
 

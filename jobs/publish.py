@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     capacity = capacity_from_args(args)
     admit = capacity.admit if capacity is not None else None
     # The quota once more at the commit point: a concurrent publish may have finished meanwhile.
-    commit_check = capacity.admit_quota if capacity is not None and capacity.quota_active else None
+    commit_check = capacity.admit_quota if capacity is not None else None
     try:
         client = registry_client(
             dest.registry,

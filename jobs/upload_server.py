@@ -106,7 +106,7 @@ def _publisher(args: argparse.Namespace, dest: Reference, capacity: Capacity | N
 
     # The namespace quota once more at the commit point: a streamed upload's size is known only
     # then, and a concurrent publish may have finished meanwhile.
-    commit_check = capacity.admit_quota if capacity is not None and capacity.quota_active else None
+    commit_check = capacity.admit_quota if capacity is not None else None
     return publisher
 
 

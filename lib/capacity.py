@@ -193,20 +193,20 @@ class Capacity:
 
     def admit(self, needed: int) -> None:
         """Return when ``needed`` bytes fit; ``InsufficientCapacity`` with the numbers otherwise."""
-        message = refusal(needed, self.capacity, self.read_usage()) if self.capacity > 0 else None
-        if message is None and self.quota_active:
-            message = quota_refusal(needed, self.namespace_quota, self.namespace, self.read_namespace_usage())
-        if message is not None:
+        if self.capacity > 0 and (message := refusal(needed, self.capacity, self.read_usage())):
             raise InsufficientCapacity(message)
+        self.admit_quota(needed)
 
     def admit_quota(self, needed: int) -> None:
-        """The namespace quota alone, read again: run just before the manifest is tagged, it
-        refuses a publish that a concurrent one (checked at the same moment, finished first)
-        pushed over the quota, and one whose size was unknown up front (a stream)."""
-        if self.quota_active:
-            message = quota_refusal(needed, self.namespace_quota, self.namespace, self.read_namespace_usage())
-            if message is not None:
-                raise InsufficientCapacity(message)
+        """The namespace quota alone, read fresh. ``admit`` runs it before any byte moves; a
+        publish runs it again just before the manifest is tagged, to refuse what a concurrent
+        publish (checked at the same moment, finished first) pushed over the quota, and a
+        stream whose size was unknown up front."""
+        if not self.quota_active:
+            return
+        message = quota_refusal(needed, self.namespace_quota, self.namespace, self.read_namespace_usage())
+        if message is not None:
+            raise InsufficientCapacity(message)
 
 
 def artifact_size(obj: Mapping[str, Any]) -> int:
